@@ -1,0 +1,224 @@
+"""Masks: one convention, boolean with True = "may attend", broadcastable to (B, H, Lq, Lk).
+
+Two forms exist side by side:
+
+* **mask tensors**: boolean tensors broadcastable to (B, H, Lq, Lk);
+* **mask_mods**: functions ``mask_mod(b, h, q_idx, kv_idx) -> bool tensor`` with FlexAttention's
+  signature. They are written with tensor ops, so they vectorise: attnlab calls them with
+  broadcastable index tensors ``b (B,1,1,1)``, ``h (1,H,1,1)``, ``q_idx (1,1,Lq,1)`` and
+  ``kv_idx (1,1,1,Lk)``, and the chunked kernel calls them block by block so that blocks a
+  mask rules out entirely are never computed.
+
+A mask becomes an additive bias in exactly one place: :func:`mask_to_bias`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """Turn a boolean mask (True = may attend) into an additive bias of 0 and -inf.
+
+    This is the single place where attnlab converts a mask into a bias.
+
+    Args:
+        mask: boolean tensor, any shape.
+        dtype: floating dtype of the returned bias.
+    """
+    bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return bias.masked_fill_(~mask, float("-inf"))
+
+
+# ----------------------------------------------------------------------------- index grids
+
+
+def index_grid(B: int, H: int, Lq: int, Lk: int, device=None, q_start: int = 0, kv_start: int = 0):
+    """Broadcastable index tensors ``(b, h, q_idx, kv_idx)`` for calling a mask_mod or score_mod.
+
+    Shapes: b (B,1,1,1), h (1,H,1,1), q_idx (1,1,Lq,1), kv_idx (1,1,1,Lk). ``q_start`` and
+    ``kv_start`` offset the positions, for evaluating one block of a larger grid.
+    """
+    b = torch.arange(B, device=device).view(B, 1, 1, 1)
+    h = torch.arange(H, device=device).view(1, H, 1, 1)
+    q_idx = torch.arange(q_start, q_start + Lq, device=device).view(1, 1, Lq, 1)
+    kv_idx = torch.arange(kv_start, kv_start + Lk, device=device).view(1, 1, 1, Lk)
+    return b, h, q_idx, kv_idx
+
+
+def materialize(mask_mod: MaskMod, B: int, H: int, Lq: int, Lk: int, device=None) -> Tensor:
+    """Evaluate a mask_mod on the whole grid: a boolean tensor broadcastable to (B, H, Lq, Lk).
+
+    Args:
+        mask_mod: function ``(b, h, q_idx, kv_idx) -> bool tensor``.
+        B, H, Lq, Lk: the grid.
+        device: where to build the index tensors.
+    """
+    out = mask_mod(*index_grid(B, H, Lq, Lk, device))
+    out = torch.as_tensor(out, device=device)
+    if out.dtype != torch.bool:
+        raise TypeError(f"mask_mod must return a bool tensor, got dtype {out.dtype}")
+    return out
+
+
+# ----------------------------------------------------------------------------- composition
+
+
+def and_masks(*mask_mods: MaskMod) -> MaskMod:
+    """A mask_mod that allows a position only where every given mask_mod allows it."""
+    if not mask_mods:
+        raise ValueError("and_masks needs at least one mask_mod")
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        out = mask_mods[0](b, h, q_idx, kv_idx)
+        for mod in mask_mods[1:]:
+            out = out & mod(b, h, q_idx, kv_idx)
+        return out
+
+    return mask_mod
+
+
+def or_masks(*mask_mods: MaskMod) -> MaskMod:
+    """A mask_mod that allows a position where any given mask_mod allows it."""
+    if not mask_mods:
+        raise ValueError("or_masks needs at least one mask_mod")
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        out = mask_mods[0](b, h, q_idx, kv_idx)
+        for mod in mask_mods[1:]:
+            out = out | mod(b, h, q_idx, kv_idx)
+        return out
+
+    return mask_mod
+
+
+# ----------------------------------------------------------------------------- mask_mods
+
+
+def causal(offset: int = 0) -> MaskMod:
+    """Causal mask_mod: query i sees keys ``j <= i + offset``.
+
+    Args:
+        offset: where query 0 sits among the keys. For cached decoding with ``Lq`` new queries
+            over ``Lk`` keys (the cache included), use ``offset = Lk - Lq``.
+    """
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return kv_idx <= q_idx + offset
+
+    return mask_mod
+
+
+def sliding_window(window: int, causal: bool = False, offset: int = 0) -> MaskMod:
+    """Sliding-window (local) mask_mod: query i sees keys with ``|i + offset - j| <= window``.
+
+    Args:
+        window: how many positions on each side a query may see (the query's own is always in).
+        causal: also forbid keys after the query (a left-only window of ``window`` keys).
+        offset: query position offset, as for :func:`causal`.
+    """
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window}")
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        d = q_idx + offset - kv_idx
+        allowed = (d <= window) & (d >= (0 if causal else -window))
+        return allowed
+
+    return mask_mod
+
+
+def padding(lengths: Tensor) -> MaskMod:
+    """Key-padding mask_mod: in batch row b only the first ``lengths[b]`` keys are real.
+
+    Args:
+        lengths: (B,) integer tensor of valid key lengths.
+    """
+    lengths = torch.as_tensor(lengths)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return kv_idx < lengths.to(kv_idx.device)[b]
+
+    return mask_mod
+
+
+def block_diagonal(seq_ids: Tensor, kv_seq_ids: Tensor | None = None) -> MaskMod:
+    """Block-diagonal mask_mod for packed sequences: tokens attend within their own sequence.
+
+    Args:
+        seq_ids: (B, Lq) or (Lq,) integer id of the packed sequence each query belongs to.
+        kv_seq_ids: the same for keys; defaults to ``seq_ids`` (self-attention).
+    """
+    q_ids = torch.as_tensor(seq_ids)
+    kv_ids = q_ids if kv_seq_ids is None else torch.as_tensor(kv_seq_ids)
+    if q_ids.dim() == 1:
+        q_ids = q_ids.unsqueeze(0)
+    if kv_ids.dim() == 1:
+        kv_ids = kv_ids.unsqueeze(0)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        qb = b if q_ids.shape[0] > 1 else torch.zeros_like(b)
+        kb = b if kv_ids.shape[0] > 1 else torch.zeros_like(b)
+        return q_ids.to(q_idx.device)[qb, q_idx] == kv_ids.to(kv_idx.device)[kb, kv_idx]
+
+    return mask_mod
+
+
+def prefix_lm(prefix_length: int | Tensor) -> MaskMod:
+    """Prefix-LM mask_mod: the first ``prefix_length`` keys are visible to all, the rest causally.
+
+    Args:
+        prefix_length: an int, or a (B,) tensor with one prefix length per batch row.
+    """
+    if isinstance(prefix_length, int):
+        prefix = prefix_length
+
+        def in_prefix(b, kv_idx):
+            return kv_idx < prefix
+
+    else:
+        lengths = torch.as_tensor(prefix_length)
+
+        def in_prefix(b, kv_idx):
+            return kv_idx < lengths.to(kv_idx.device)[b]
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return in_prefix(b, kv_idx) | (kv_idx <= q_idx)
+
+    return mask_mod
+
+
+# ----------------------------------------------------------------------------- mask tensors
+
+
+def padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
+    """Key-padding mask tensor of shape (B, 1, 1, Lk) from valid lengths.
+
+    Args:
+        lengths: (B,) integer tensor.
+        max_len: Lk; defaults to ``lengths.max()``.
+    """
+    lengths = torch.as_tensor(lengths)
+    L = int(lengths.max()) if max_len is None else max_len
+    keep = torch.arange(L, device=lengths.device).view(1, L) < lengths.view(-1, 1)  # (B, Lk)
+    return keep[:, None, None, :]
+
+
+def causal_mask(Lq: int, Lk: int | None = None, offset: int | None = None, device=None) -> Tensor:
+    """Causal mask tensor of shape (Lq, Lk), bottom-right aligned by default.
+
+    Args:
+        Lq: number of queries.
+        Lk: number of keys; defaults to ``Lq``.
+        offset: query 0's position among the keys; defaults to ``Lk - Lq`` (cached decoding).
+        device: torch device.
+    """
+    Lk = Lq if Lk is None else Lk
+    offset = Lk - Lq if offset is None else offset
+    return materialize(causal(offset), 1, 1, Lq, Lk, device)[0, 0]
