@@ -1,0 +1,108 @@
+"""Which (query block, key span) pairs the chunked kernel must compute.
+
+The (Lq, Lk) grid is cut into query blocks of ``block_q`` rows and key blocks of ``block_k``
+columns. Each key block of a query block is *empty* (the mask rules out every position: skip
+it), *full* (every position allowed: no mask to apply) or *partial*. Consecutive key blocks of
+the same kind merge into one :class:`Span`, so a causal or sliding-window mask costs a couple
+of large matmuls per query block instead of many small ones.
+
+The mask is evaluated exactly, once per query block, on that block's (block_q, Lk) slice of the
+grid: this is O(Lq·Lk) boolean work, against the O(Lq·Lk·D) arithmetic it lets us skip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..masks import MaskMod, index_grid
+
+
+@dataclass(frozen=True)
+class Span:
+    """Key columns ``[ks, ke)`` of one query block; ``partial``: the mask must be applied."""
+
+    ks: int
+    ke: int
+    partial: bool
+
+
+@dataclass(frozen=True)
+class QueryBlock:
+    """Query rows ``[qs, qe)`` and the key spans they attend to (in key order)."""
+
+    qs: int
+    qe: int
+    spans: tuple[Span, ...]
+
+
+def block_keep(
+    mask: Tensor | None, mask_mod: MaskMod | None, B: int, H: int, qs: int, qe: int,
+    ks: int, ke: int, device,
+) -> Tensor | None:
+    """The boolean keep-mask of grid block [qs:qe, ks:ke], broadcastable to (B, H, qe-qs, ke-ks).
+
+    Args:
+        mask: 4-D bool mask broadcastable to (B, H, Lq, Lk), or None.
+        mask_mod: ``(b, h, q_idx, kv_idx) -> bool``, or None.
+        B, H: batch size and number of query heads.
+        qs, qe, ks, ke: the block's query rows and key columns.
+        device: device of the index tensors.
+    """
+    keep = None
+    if mask is not None:
+        keep = mask[:, :, qs:qe if mask.shape[2] > 1 else 1, ks:ke if mask.shape[3] > 1 else 1]
+    if mask_mod is not None:
+        mm = mask_mod(*index_grid(B, H, qe - qs, ke - ks, device, q_start=qs, kv_start=ks))
+        keep = mm if keep is None else keep & mm
+    return keep
+
+
+def plan_blocks(
+    mask: Tensor | None, mask_mod: MaskMod | None, B: int, H: int, Lq: int, Lk: int,
+    block_q: int, block_k: int, max_span: int, device,
+) -> list[QueryBlock]:
+    """Cut the grid into query blocks and the key spans each must compute.
+
+    Args:
+        mask, mask_mod: as in :func:`block_keep`.
+        B, H, Lq, Lk: the grid.
+        block_q: query rows per block.
+        block_k: key columns per block (the granularity at which work is skipped).
+        max_span: most key columns in one span (bounds the memory of a score block).
+        device: device of the index tensors.
+    """
+    nk = -(-Lk // block_k)
+    plan = []
+    for qs in range(0, Lq, block_q):
+        qe = min(qs + block_q, Lq)
+        keep = block_keep(mask, mask_mod, B, H, qs, qe, 0, Lk, device)
+        if keep is None:
+            kinds = [1] * nk  # 1 = full
+        else:
+            cols = keep.reshape(-1, keep.shape[-1])  # (.., Lk or 1): any/all over b, h, q
+            col_any, col_all = cols.any(0), cols.all(0)
+            if col_any.numel() == 1:
+                kinds = [1 if bool(col_all) else (2 if bool(col_any) else 0)] * nk
+            else:
+                pad = nk * block_k - Lk
+                blk_any = torch.nn.functional.pad(col_any, (0, pad), value=False).view(nk, block_k).any(1)
+                blk_all = torch.nn.functional.pad(col_all, (0, pad), value=True).view(nk, block_k).all(1)
+                kinds = (blk_any.long() + (blk_any & ~blk_all).long()).tolist()  # 0 empty, 1 full, 2 partial
+        plan.append(QueryBlock(qs, qe, tuple(_merge(kinds, block_k, Lk, max_span))))
+    return plan
+
+
+def _merge(kinds: list[int], block_k: int, Lk: int, max_span: int) -> list[Span]:
+    """Merge runs of equal non-empty block kinds into spans of at most ``max_span`` columns."""
+    spans: list[Span] = []
+    start, kind = None, 0
+    for i, kd in enumerate(kinds + [0]):
+        if start is not None and (kd != kind or (i - start) * block_k >= max_span):
+            spans.append(Span(start * block_k, min(i * block_k, Lk), kind == 2))
+            start = None
+        if kd and start is None:
+            start, kind = i, kd
+    return spans
