@@ -42,13 +42,15 @@ def mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
 def index_grid(B: int, H: int, Lq: int, Lk: int, device=None, q_start: int = 0, kv_start: int = 0):
     """Broadcastable index tensors ``(b, h, q_idx, kv_idx)`` for calling a mask_mod or score_mod.
 
-    Shapes: b (B,1,1,1), h (1,H,1,1), q_idx (1,1,Lq,1), kv_idx (1,1,1,Lk). ``q_start`` and
-    ``kv_start`` offset the positions, for evaluating one block of a larger grid.
+    Shapes: b (B,1,1,1), h (1,H,1,1), q_idx (1,1,Lq,1), kv_idx (1,1,1,Lk); int32, as
+    FlexAttention passes them. ``q_start`` and ``kv_start`` offset the positions, for evaluating
+    one block of a larger grid.
     """
-    b = torch.arange(B, device=device).view(B, 1, 1, 1)
-    h = torch.arange(H, device=device).view(1, H, 1, 1)
-    q_idx = torch.arange(q_start, q_start + Lq, device=device).view(1, 1, Lq, 1)
-    kv_idx = torch.arange(kv_start, kv_start + Lk, device=device).view(1, 1, 1, Lk)
+    i32 = torch.int32
+    b = torch.arange(B, device=device, dtype=i32).view(B, 1, 1, 1)
+    h = torch.arange(H, device=device, dtype=i32).view(1, H, 1, 1)
+    q_idx = torch.arange(q_start, q_start + Lq, device=device, dtype=i32).view(1, 1, Lq, 1)
+    kv_idx = torch.arange(kv_start, kv_start + Lk, device=device, dtype=i32).view(1, 1, 1, Lk)
     return b, h, q_idx, kv_idx
 
 

@@ -2,9 +2,11 @@
 
 The (Lq, Lk) grid is cut into query blocks of ``block_q`` rows and key blocks of ``block_k``
 columns. Each key block of a query block is *empty* (the mask rules out every position: skip
-it), *full* (every position allowed: no mask to apply) or *partial*. Consecutive key blocks of
-the same kind merge into one :class:`Span`, so a causal or sliding-window mask costs a couple
-of large matmuls per query block instead of many small ones.
+it), *full* (every position allowed: no mask to apply) or *partial*.
+
+Adjacent non-empty key blocks merge into one :class:`Span` (up to ``max_span`` columns), and the
+span remembers which of its column ranges are partial: a causal query block is then one matmul
+and one softmax over all the keys it sees, with the mask evaluated on the diagonal block only.
 
 The mask is evaluated exactly, once per query block, on that block's (block_q, Lk) slice of the
 grid: this is O(Lq·Lk) boolean work, against the O(Lq·Lk·D) arithmetic it lets us skip.
@@ -22,11 +24,12 @@ from ..masks import MaskMod, index_grid
 
 @dataclass(frozen=True)
 class Span:
-    """Key columns ``[ks, ke)`` of one query block; ``partial``: the mask must be applied."""
+    """Key columns ``[ks, ke)`` of one query block; ``partial``: the column ranges inside it
+    where the mask must be applied (the rest of the span is fully allowed)."""
 
     ks: int
     ke: int
-    partial: bool
+    partial: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,13 +99,27 @@ def plan_blocks(
 
 
 def _merge(kinds: list[int], block_k: int, Lk: int, max_span: int) -> list[Span]:
-    """Merge runs of equal non-empty block kinds into spans of at most ``max_span`` columns."""
+    """Merge runs of non-empty blocks into spans of at most ``max_span`` columns."""
+    per_span = max(1, max_span // block_k)
     spans: list[Span] = []
-    start, kind = None, 0
+    start = None
     for i, kd in enumerate(kinds + [0]):
-        if start is not None and (kd != kind or (i - start) * block_k >= max_span):
-            spans.append(Span(start * block_k, min(i * block_k, Lk), kind == 2))
+        if start is not None and (kd == 0 or i - start >= per_span):
+            spans.append(_span(kinds, start, i, block_k, Lk))
             start = None
         if kd and start is None:
-            start, kind = i, kd
+            start = i
     return spans
+
+
+def _span(kinds: list[int], start: int, stop: int, block_k: int, Lk: int) -> Span:
+    """The span of key blocks ``[start, stop)``, with its partial blocks merged into ranges."""
+    ranges: list[tuple[int, int]] = []
+    for i in range(start, stop):
+        if kinds[i] == 2:
+            a, b = i * block_k, min((i + 1) * block_k, Lk)
+            if ranges and ranges[-1][1] == a:
+                ranges[-1] = (ranges[-1][0], b)
+            else:
+                ranges.append((a, b))
+    return Span(start * block_k, min(stop * block_k, Lk), tuple(ranges))

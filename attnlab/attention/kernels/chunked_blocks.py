@@ -1,0 +1,260 @@
+"""The per-block work of the chunked kernel: one query block against its key spans.
+
+Matmuls run as 3-D ``bmm`` over (B·Hkv) batches, the G query heads of a KV head stacked into
+the rows, so grouped-query attention never repeats K or V. Elementwise steps (bias, score_mod,
+mask) see the same block as (B, H, bq, n). Score blocks live in reused workspace buffers and
+gradients accumulate in place (``baddbmm_``): on CPU, a fresh multi-megabyte tensor per block
+costs more in page faults than the arithmetic it holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..masks import MaskMod, ScoreMod, index_grid
+from .blockplan import QueryBlock, Span, block_keep
+
+
+@dataclass
+class Opts:
+    """Everything about a chunked call that is not a differentiable tensor."""
+
+    mask: Tensor | None
+    score_mod: ScoreMod | None
+    mask_mod: MaskMod | None
+    scale: float
+    dropout_p: float
+    return_weights: bool
+    plan: list[QueryBlock]
+    seed: int
+
+
+@dataclass
+class Blocks:
+    """The inputs in the layouts the blocks need.
+
+    Shapes: q (B, H, Lq, D); k3 (B·Hkv, Lk, D); kt3 (B·Hkv, D, Lk), contiguous so that
+    q·kᵀ is a plain matmul; v3 (B·Hkv, Lk, Dv); bias 4-D broadcastable or None.
+    """
+
+    q: Tensor
+    k3: Tensor
+    kt3: Tensor
+    v3: Tensor
+    bias: Tensor | None
+    H: int
+    hkv: int
+
+    @classmethod
+    def of(cls, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> "Blocks":
+        B, hkv, Lk, D = k.shape
+        k3 = k.reshape(B * hkv, Lk, D)
+        return cls(q, k3, k3.transpose(1, 2).contiguous(), v.reshape(B * hkv, Lk, -1), bias,
+                   q.shape[1], hkv)
+
+
+class Workspace:
+    """Reusable flat buffers, one per name, grown on demand."""
+
+    def __init__(self, like: Tensor):
+        self.like = like
+        self.bufs: dict[str, Tensor] = {}
+
+    def take(self, name: str, shape: tuple[int, ...]) -> Tensor:
+        n = 1
+        for d in shape:
+            n *= d
+        buf = self.bufs.get(name)
+        if buf is None or buf.numel() < n:
+            buf = self.bufs[name] = self.like.new_empty(n)
+        return buf[:n].view(shape)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def _q_block(x: Blocks, blk: QueryBlock, scale: float) -> Tensor:
+    """Scaled query rows of a block, grouped by KV head: (B·Hkv, G·bq, D)."""
+    B, H, _, D = x.q.shape
+    qb = x.q[:, :, blk.qs:blk.qe] * scale  # (B, H, bq, D)
+    return qb.reshape(B * x.hkv, (H // x.hkv) * (blk.qe - blk.qs), D)
+
+
+def _slice4(t: Tensor, qs: int, qe: int, ks: int, ke: int) -> Tensor:
+    """The [qs:qe, ks:ke] block of a 4-D tensor that may broadcast (size 1) in those dims."""
+    qsl = slice(qs, qe) if t.shape[2] > 1 else slice(None)
+    ksl = slice(ks, ke) if t.shape[3] > 1 else slice(None)
+    return t[:, :, qsl, ksl]
+
+
+def _raw_scores(x: Blocks, qb: Tensor, blk: QueryBlock, sp: Span, out: Tensor | None) -> Tensor:
+    """``(q·scale)·kᵀ + bias`` of one block as (B, H, bq, n), written into ``out`` if given."""
+    kt = x.kt3[:, :, sp.ks:sp.ke]  # (B·Hkv, D, n)
+    s = torch.bmm(qb, kt) if out is None else torch.bmm(qb, kt, out=out)  # (B·Hkv, G·bq, n)
+    s = s.view(x.q.shape[0], x.H, blk.qe - blk.qs, sp.ke - sp.ks)
+    if x.bias is not None:
+        s += _slice4(x.bias, blk.qs, blk.qe, sp.ks, sp.ke)
+    return s
+
+
+def _modded(s: Tensor, o: Opts, blk: QueryBlock, sp: Span) -> Tensor:
+    """Apply score_mod to raw block scores (a new tensor when there is a score_mod)."""
+    if o.score_mod is None:
+        return s
+    B, H, bq, n = s.shape
+    out = o.score_mod(s, *index_grid(B, H, bq, n, s.device, q_start=blk.qs, kv_start=sp.ks))
+    return out if out.shape == s.shape else out.expand(s.shape).contiguous()
+
+
+def _apply_mask(s: Tensor, o: Opts, blk: QueryBlock, sp: Span) -> Tensor:
+    """Set the disallowed positions of the span's partial column ranges to -inf (in place)."""
+    B, H = s.shape[:2]
+    for a, b in sp.partial:
+        keep = block_keep(o.mask, o.mask_mod, B, H, blk.qs, blk.qe, a, b, s.device)
+        s[..., a - sp.ks:b - sp.ks].masked_fill_(~keep, float("-inf"))
+    return s
+
+
+def _block_scores(x: Blocks, qb: Tensor, o: Opts, blk: QueryBlock, sp: Span, ws: Workspace) -> Tensor:
+    """Final scores of a block, score_mod and mask applied, in the workspace: (B, H, bq, n)."""
+    s = _raw_scores(x, qb, blk, sp, ws.take("s", (qb.shape[0], qb.shape[1], sp.ke - sp.ks)))
+    return _apply_mask(_modded(s, o, blk, sp), o, blk, sp)
+
+
+def _softmax(s: Tensor, o: Opts, sp: Span, x: Blocks, ws: Workspace) -> Tensor:
+    """Fused softmax of a whole block into the workspace; rows with nothing allowed give 0."""
+    p = torch.softmax(s, -1, out=ws.take("p", s.shape))
+    if sp.partial or o.score_mod is not None or x.bias is not None:  # rows may be all -inf
+        nan_rows = torch.isnan(p[..., :1])  # (B, H, bq, 1); such a row is NaN everywhere
+        if nan_rows.any():
+            p.masked_fill_(nan_rows & torch.isneginf(s.amax(-1, keepdim=True)), 0.0)
+    return p
+
+
+def _dropout_scale(p: Tensor, o: Opts, qi: int, si: int) -> Tensor | None:
+    """The dropout multiplier (0 or 1/(1-p)) of block (qi, si); the same in forward and backward."""
+    if o.dropout_p == 0:
+        return None
+    gen = torch.Generator(device=p.device)
+    gen.manual_seed((o.seed + 1_000_003 * qi + si) % 2**63)
+    keep = torch.rand(p.shape, generator=gen, device=p.device, dtype=p.dtype) >= o.dropout_p
+    return keep.to(p.dtype) / (1.0 - o.dropout_p)
+
+
+def _as3(t: Tensor, x: Blocks) -> Tensor:
+    """(B, H, bq, n) -> (B·Hkv, G·bq, n), the matmul layout."""
+    return t.reshape(-1, (x.H // x.hkv) * t.shape[2], t.shape[3])
+
+
+# --------------------------------------------------------------------------- forward
+
+
+def forward_block(x: Blocks, o: Opts, qi: int, blk: QueryBlock, ws: Workspace,
+                  weights: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Output rows (B, H, bq, Dv) of one query block, and their log-sum-exp (B, H, bq, 1).
+
+    A block with one key span takes PyTorch's fused softmax and needs no lse (None); several
+    spans combine by online softmax.
+    """
+    B, H = x.q.shape[:2]
+    bq, Dv = blk.qe - blk.qs, x.v3.shape[-1]
+    if not blk.spans:  # the mask rules out this whole query block
+        return x.q.new_zeros(B, H, bq, Dv), None
+    qb = _q_block(x, blk, o.scale)
+    if len(blk.spans) == 1:
+        sp = blk.spans[0]
+        p = _softmax(_block_scores(x, qb, o, blk, sp, ws), o, sp, x, ws)
+        if weights is not None:
+            weights[:, :, blk.qs:blk.qe, sp.ks:sp.ke] = p
+        drop = _dropout_scale(p, o, qi, 0)
+        out = torch.bmm(_as3(p if drop is None else p * drop, x), x.v3[:, sp.ks:sp.ke])
+        return out.view(B, H, bq, Dv), None
+
+    m = l = None
+    acc = x.q.new_zeros(B * x.hkv, qb.shape[1], Dv)  # (B·Hkv, G·bq, Dv)
+    for si, sp in enumerate(blk.spans):
+        s = _block_scores(x, qb, o, blk, sp, ws)
+        m_new = s.amax(-1, keepdim=True) if m is None else torch.maximum(m, s.amax(-1, keepdim=True))
+        m_use = m_new.masked_fill(torch.isneginf(m_new), 0.0)  # rows with nothing yet: any shift
+        p = s.sub_(m_use).exp_()  # (B, H, bq, n), in place over s
+        if m is None:
+            l = p.sum(-1, keepdim=True)
+        else:
+            alpha = torch.exp(m - m_use)  # (B, H, bq, 1)
+            l = l.mul_(alpha).add_(p.sum(-1, keepdim=True))
+            acc.view(B, H, bq, Dv).mul_(alpha)
+        drop = _dropout_scale(p, o, qi, si)
+        acc.baddbmm_(_as3(p if drop is None else p * drop, x), x.v3[:, sp.ks:sp.ke])
+        m = m_new
+    alive = l > 0
+    out = acc.view(B, H, bq, Dv) / l.masked_fill(~alive, 1.0)
+    # dead rows get lse = +inf, so exp(s - lse) = 0 for them in the backward and the weights
+    lse = torch.where(alive, m.masked_fill(~alive, 0.0) + torch.log(l), float("inf"))
+    if weights is not None:
+        for sp in blk.spans:
+            s = _block_scores(x, qb, o, blk, sp, ws)
+            weights[:, :, blk.qs:blk.qe, sp.ks:sp.ke] = torch.exp(s.sub_(lse))
+    return out, lse
+
+
+# --------------------------------------------------------------------------- backward
+
+
+def _reduce_to(g: Tensor, shape: torch.Size) -> Tensor:
+    """Sum a (B, H, bq, n) gradient over the dims in which a broadcast tensor has size 1."""
+    dims = [i for i in range(4) if shape[i] == 1 and g.shape[i] != 1]
+    return g.sum(dims, keepdim=True) if dims else g
+
+
+def backward_block(x: Blocks, o: Opts, qi: int, blk: QueryBlock, ws: Workspace, dout: Tensor,
+                   lse: Tensor, delta: Tensor | None, dweights: Tensor | None, grads) -> None:
+    """Accumulate one query block's gradient into ``grads`` = (dq, dk3, dv3, dbias).
+
+    Shapes: dq like q; dk3 (B·Hkv, Lk, D); dv3 (B·Hkv, Lk, Dv); dbias like bias or None.
+    """
+    dq, dk3, dv3, dbias = grads
+    B, H, _, D = x.q.shape
+    bq = blk.qe - blk.qs
+    qb = _q_block(x, blk, o.scale)  # (B·Hkv, G·bq, D)
+    dob = dout[:, :, blk.qs:blk.qe].reshape(B * x.hkv, qb.shape[1], -1)  # (B·Hkv, G·bq, Dv)
+    dqb = torch.zeros_like(qb)
+    direct = len(blk.spans) == 1  # the forward used the fused softmax
+    for si, sp in enumerate(blk.spans):
+        shape3 = (qb.shape[0], qb.shape[1], sp.ke - sp.ks)
+        if o.score_mod is not None:  # s_raw stays out of the workspace: the score_mod graph may hold it
+            s_raw = _raw_scores(x, qb, blk, sp, None).requires_grad_(True)
+            with torch.enable_grad():
+                s_mod = _modded(s_raw, o, blk, sp)
+            s = _apply_mask(s_mod.detach().clone(), o, blk, sp)
+        else:
+            s = _apply_mask(_raw_scores(x, qb, blk, sp, ws.take("s", shape3)), o, blk, sp)
+        if direct:
+            p = _softmax(s, o, sp, x, ws)
+        else:
+            p = s.sub_(lse[:, :, blk.qs:blk.qe]).exp_()  # (B, H, bq, n)
+        dp = torch.bmm(dob, x.v3[:, sp.ks:sp.ke].transpose(1, 2), out=ws.take("dp", shape3))
+        dp = dp.view(p.shape)  # (B, H, bq, n)
+        drop = _dropout_scale(p, o, qi, si)
+        if drop is not None:
+            dp.mul_(drop)
+        if dweights is not None:
+            dp += dweights[:, :, blk.qs:blk.qe, sp.ks:sp.ke]
+        p_out = p if drop is None else p * drop
+        dv3[:, sp.ks:sp.ke].baddbmm_(_as3(p_out, x).transpose(1, 2), dob)
+        if direct:  # ds = p ∘ (dp - rowsum(p ∘ dp)), fused
+            ds = torch.ops.aten._softmax_backward_data.out(
+                dp, p, -1, p.dtype, grad_input=ws.take("ds", p.shape))
+        else:
+            ds = p.mul_(dp.sub_(delta[:, :, blk.qs:blk.qe]))  # in place over p
+        if o.score_mod is not None:
+            torch.autograd.backward(s_mod, ds)  # also reaches tensors the score_mod captured
+            ds = s_raw.grad
+        if dbias is not None:
+            _slice4(dbias, blk.qs, blk.qe, sp.ks, sp.ke).add_(_reduce_to(ds, dbias.shape))
+        ds3 = _as3(ds, x)  # (B·Hkv, G·bq, n)
+        dqb.baddbmm_(ds3, x.k3[:, sp.ks:sp.ke])
+        dk3[:, sp.ks:sp.ke].baddbmm_(ds3.transpose(1, 2), qb)
+    dq[:, :, blk.qs:blk.qe] = dqb.view(B, H, bq, D) * o.scale

@@ -1,0 +1,164 @@
+"""Showing a :class:`~attnlab.bench.attention.BenchResult`: rich tables and a JSON file.
+
+A cell without a time shows a short status and a footnote number; the footnotes under the table
+give the reason (``would not fit (needs X GiB, ...)``, ``skipped: estimated ...``, the error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from .attention import BenchResult, MaskRow, SweepRow
+from .impls import FLEX_COMPILED, FWD, FWD_BWD, SDPA_IS_CAUSAL
+from .measure import CRASHED, ERROR, MiB, NA, NO_FIT, OOM, SKIPPED, TIMEOUT, Outcome
+
+SHORT = {NA: "n/a", NO_FIT: "no fit", SKIPPED: "skipped", OOM: "OOM", TIMEOUT: "timeout",
+         CRASHED: "crashed", ERROR: "error"}
+MASK_LABELS = {"chunked": "chunked (mask_mod)", "sdpa": "sdpa (dense bool mask)",
+               SDPA_IS_CAUSAL: "sdpa is_causal=True (info)", FLEX_COMPILED: "flex (torch.compile)"}
+
+
+def write_json(result: BenchResult, path: str | Path) -> Path:
+    """Write ``result`` as JSON, atomically (a temporary file, then ``os.replace``).
+
+    Args:
+        result: what the benchmark measured.
+        path: the file to write; its folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(dataclasses.asdict(result), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def setup_table(result: BenchResult) -> Table:
+    """Versions, device, threads, dtypes and sizes, as a two-column grid."""
+    s = result.setup
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    rows = [
+        ("attnlab / torch", f"{s['attnlab']} / {s['torch']} (Python {s['python']})"),
+        ("device", f"{s['device']}: {s['device_name']}"),
+        ("threads", f"{s['threads']} torch threads, {s['cpu_count']} CPUs"),
+        ("memory available", f"{s['mem_available_gib']} GiB"),
+        ("dtypes", ", ".join(s["dtypes"])),
+        ("shape", f"B in {s['batches']}, H={s['heads']}, D={s['dim']}, N in {s['lengths']}"),
+        ("timing", f"median of {s['repeats']} after {s['warmup']} warmup; forward is "
+                   f"{s['forward']}; cases estimated over {s['max_seconds']:g} s are skipped"),
+        ("memory", f"peak beyond q, k, v; {s['isolation']}"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def sweep_tables(rows: list[SweepRow]) -> list:
+    """One table per (dtype, B): time, ratio to SDPA and peak memory, fwd and fwd+bwd."""
+    out = []
+    groups: dict[tuple[str, int], list[SweepRow]] = {}
+    for r in rows:
+        groups.setdefault((r.dtype, r.B), []).append(r)
+    for (dtype, B), group in groups.items():
+        notes = _Footnotes()
+        t = Table(title=f"{dtype}, B={B}: ms (median), time ÷ sdpa's, peak MiB",
+                  title_justify="left")
+        for name in ("N", "impl", "fwd ms", "÷sdpa", "fwd MiB", "f+b ms", "÷sdpa", "f+b MiB"):
+            t.add_column(name, justify="left" if name == "impl" else "right")
+        last_n = None
+        for r in group:
+            if last_n is not None and r.N != last_n:
+                t.add_section()
+            t.add_row(str(r.N) if r.N != last_n else "", r.impl,
+                      *_cells(r.fwd, r.fwd_vs_sdpa, notes), *_cells(r.fwd_bwd, r.fwd_bwd_vs_sdpa, notes))
+            last_n = r.N
+        out.append(Group(t, *notes.lines()))
+    return out
+
+
+def mask_table(rows: list[MaskRow]) -> Group:
+    """The structured-mask section, with one summary line per mask."""
+    notes = _Footnotes()
+    t = Table(title="structured masks (B=1, float32): time ÷ chunked's time (above 1: chunked is "
+                    "that many times faster)", title_justify="left")
+    for name in ("mask", "impl", "mode", "ms", "÷chunked", "peak MiB", "compile s"):
+        t.add_column(name, justify="left" if name in ("mask", "impl", "mode") else "right")
+    last = None
+    for r in rows:
+        if last is not None and r.mask != last:
+            t.add_section()
+        ms, ratio, mib = _cells(r.outcome, r.vs_chunked, notes)
+        comp = f"{r.outcome.compile_s:.1f}" if r.outcome.compile_s is not None else ""
+        t.add_row(r.mask if r.mask != last else "", MASK_LABELS.get(r.impl, r.impl), r.mode,
+                  ms, ratio, mib, comp)
+        last = r.mask
+    return Group(t, *notes.lines(), *_mask_summary(rows))
+
+
+def _mask_summary(rows: list[MaskRow]) -> list[Text]:
+    lines = []
+    for mask in dict.fromkeys(r.mask for r in rows):
+        by = {(r.impl, r.mode): r for r in rows if r.mask == mask}
+        sdpa = by.get(("sdpa", FWD_BWD))
+        if sdpa and sdpa.vs_chunked is not None:
+            lines.append(Text(f"{mask}: chunked speedup over SDPA with the dense mask (fwd+bwd) = "
+                              f"{sdpa.vs_chunked:.2f}x"))
+        flex = by.get((FLEX_COMPILED, FWD))
+        if flex and flex.vs_chunked is not None:
+            lines.append(Text(f"{mask}: compiled flex forward takes {flex.vs_chunked:.2f}x "
+                              f"chunked's time (compile {flex.outcome.compile_s:.1f} s, excluded)"))
+        elif flex and not flex.outcome.ok:
+            lines.append(Text(f"{mask}: flex did not run: {flex.outcome.note}", style="yellow"))
+    return lines
+
+
+def report(result: BenchResult) -> list:
+    """Everything to print, in order: setup, notes, sweep tables, structured masks."""
+    out: list = [setup_table(result)]
+    out += [Text(n, style="yellow") for n in result.notes]
+    out += sweep_tables(result.sweep)
+    if result.masks:
+        out.append(mask_table(result.masks))
+    return out
+
+
+class _Footnotes:
+    """Numbers the distinct reasons of a table."""
+
+    def __init__(self):
+        self.notes: dict[str, int] = {}
+
+    def ref(self, note: str) -> int:
+        return self.notes.setdefault(note, len(self.notes) + 1)
+
+    def lines(self) -> list[Text]:
+        return [Text(f"[{i}] {n}", style="dim") for n, i in self.notes.items()]
+
+
+def _cells(o: Outcome, ratio: float | None, notes: _Footnotes) -> tuple[str, str, str]:
+    if not o.ok:
+        return f"{SHORT.get(o.status, o.status)} [{notes.ref(o.note or o.status)}]", "", ""
+    ms = "" if o.ms is None else _ms(o.ms)
+    r = "" if ratio is None else f"{ratio:.2f}x"
+    mib = "" if o.peak_bytes is None else f"{o.peak_bytes / MiB:.1f}"
+    return ms, r, mib
+
+
+def _ms(x: float) -> str:
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"

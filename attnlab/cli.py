@@ -1,0 +1,290 @@
+"""The ``attnlab`` command line: subcommands mapped to plain typed functions.
+
+This is the only module that parses arguments. Each subcommand parses, calls a plain function
+of the library, and prints. Help comes from the function's docstring: its first paragraphs
+describe the command, and each entry of its ``Args:`` section becomes that option's help.
+
+Adding a subcommand::
+
+    @command(app)                      # or @command(bench_app, "model") for `attnlab bench model`
+    def serve(port: int = 8000) -> None:
+        \"\"\"Serve the explorer.
+
+        Args:
+            port: TCP port.
+        \"\"\"
+
+A new group of subcommands is ``typer.Typer()`` plus ``app.add_typer(group, name=...)``.
+Heavy modules (torch) are imported inside the commands, so ``attnlab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import sys
+import typing
+from pathlib import Path
+from typing import Callable, NoReturn
+
+import typer
+
+app = typer.Typer(
+    help="attnlab: attention as a programmable, inspectable, fast component.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+)
+bench_app = typer.Typer(help="Benchmarks: milliseconds and peak memory.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+def command(group: typer.Typer, name: str | None = None) -> Callable:
+    """Register ``fn`` as a subcommand of ``group``, with option help from its ``Args:`` docstring.
+
+    Args:
+        group: the typer app or sub-app.
+        name: the subcommand's name; defaults to the function's, with '-' for '_'.
+    """
+
+    def register(fn: Callable) -> Callable:
+        summary, arg_help = split_docstring(inspect.getdoc(fn) or "")
+        hints = typing.get_type_hints(fn)
+        params = []
+        for p in inspect.signature(fn).parameters.values():
+            default = ... if p.default is inspect.Parameter.empty else p.default
+            params.append(p.replace(annotation=hints.get(p.name, p.annotation),
+                                    default=typer.Option(default, help=arg_help.get(p.name))))
+
+        @functools.wraps(fn)
+        def run(**kwargs):
+            return fn(**kwargs)
+
+        run.__signature__ = inspect.Signature(params)
+        group.command(name or fn.__name__.replace("_", "-"), help=summary)(run)
+        return fn
+
+    return register
+
+
+def split_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """Split a Google-style docstring into its text before ``Args:`` (paragraphs unwrapped,
+    since the terminal wraps them) and ``{arg: help}``."""
+    head, _, rest = doc.partition("\nArgs:\n")
+    helps: dict[str, str] = {}
+    current = None
+    for line in rest.splitlines():
+        if line.strip() and not line.startswith(" "):
+            break  # the next section (Returns:, Raises:, ...)
+        m = re.match(r"^ {4}(\w+)(?: \(.*?\))?:\s*(.*)$", line)
+        if m:
+            current = m.group(1)
+            helps[current] = m.group(2)
+        elif current and line.strip():
+            helps[current] += " " + line.strip()
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", head.strip())]
+    return "\n\n".join(paragraphs), helps
+
+
+def fail(message: str) -> NoReturn:
+    """Print one line to stderr and exit with code 2 (bad input)."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _ints(name: str, text: str) -> tuple[int, ...]:
+    """``"1,8"`` -> (1, 8); ``"128..2048"`` -> the powers of two from 128 to 2048."""
+    try:
+        if ".." in text:
+            lo, hi = (int(x) for x in text.split(".."))
+            if lo < 1 or hi < lo:
+                raise ValueError
+            out = []
+            while lo <= hi:
+                out.append(lo)
+                lo *= 2
+            return tuple(out)
+        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        fail(f"{name}: expected integers like 1,8 or a range of powers of two like 128..2048, got {text!r}")
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    if text is None or text.strip().lower() in ("", "all", "auto"):
+        return None
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@command(app)
+def version() -> None:
+    """Print the versions of attnlab, torch and Python."""
+    import platform
+    from importlib.metadata import version as dist_version
+
+    import torch
+
+    typer.echo(f"attnlab {dist_version('attnlab')} (torch {torch.__version__}, "
+               f"Python {platform.python_version()})")
+
+
+@command(app)
+def trace(
+    q: str | None = None,
+    k: str | None = None,
+    v: str | None = None,
+    seed: int | None = None,
+    lq: int = 3,
+    lk: int = 4,
+    dim: int = 2,
+    causal: bool = False,
+    mask: str | None = None,
+    scale: float | None = None,
+    decimals: int = 4,
+    json: bool = False,
+) -> None:
+    """Show attention step by step on a small example, to check by hand.
+
+    Prints Q, K, V, the scores Q·Kᵀ, the scaled scores, the mask, the masked scores, the
+    softmax weights (each row sums to 1) and the output weights·V, computed in float64 and
+    checked against the math kernel. Give all of --q, --k, --v, or none for random small integers.
+
+    Example: attnlab trace --q "1,0;0,1" --k "1,0;0,1;1,1" --v "1,2;3,4;5,6" --causal
+
+    Args:
+        q: queries, one row per query: rows split by ';', values by ',' (e.g. "1,0;0,1").
+        k: keys, one row per key, as many values per row as q.
+        v: values, one row per key.
+        seed: random seed for random inputs (used when --q/--k/--v are not given; default 0).
+        lq: number of random queries.
+        lk: number of random keys.
+        dim: dim of random queries, keys and values.
+        causal: query i may not see keys after it (with Lk > Lq, aligned bottom-right: j <= i + Lk - Lq).
+        mask: may-attend mask, one row per query, 1 = may attend, 0 = may not (e.g. "1,1,0;1,1,1").
+        scale: factor on the scores; default 1/sqrt(dim).
+        decimals: digits shown after the decimal point.
+        json: print the steps as JSON instead of tables.
+    """
+    from rich.console import Console
+
+    from attnlab.attention.trace import (
+        TraceInputError, parse_mask, parse_matrix, random_inputs, trace_attention, trace_tables,
+    )
+
+    try:
+        given = [x is not None for x in (q, k, v)]
+        if any(given) and not all(given):
+            missing = ", ".join(n for n, g in zip(("--q", "--k", "--v"), given) if not g)
+            fail(f"{missing}: give all of --q, --k, --v, or none of them (random inputs)")
+        if all(given):
+            if seed is not None:
+                fail("--seed: random inputs are only used without --q/--k/--v")
+            Q, K, V = parse_matrix(q, "--q"), parse_matrix(k, "--k"), parse_matrix(v, "--v")
+        else:
+            Q, K, V = random_inputs(0 if seed is None else seed, lq, lk, dim)
+        M = None if mask is None else parse_mask(mask, "--mask")
+        if decimals < 0:
+            fail(f"--decimals: must be at least 0, got {decimals}")
+        tr = trace_attention(Q, K, V, mask=M, causal=causal, scale=scale)
+    except TraceInputError as e:
+        msg = str(e)
+        fail(msg if msg.startswith("--") else f"--{msg}")
+    if json:
+        typer.echo(tr.to_json())
+        return
+    console = Console()
+    for part in trace_tables(tr, decimals):
+        console.print(part)
+        console.print()
+
+
+@command(bench_app, "attention")
+def bench_attention(
+    device: str = "auto",
+    batch: str | None = None,
+    lengths: str | None = None,
+    heads: int = 8,
+    dim: int = 64,
+    dtype: str | None = None,
+    impls: str | None = None,
+    warmup: int = 1,
+    repeats: int | None = None,
+    max_seconds: float | None = None,
+    masks: bool = True,
+    masks_only: bool = False,
+    mask_n: int | None = None,
+    window: int = 256,
+    quick: bool = False,
+    json: Path | None = None,
+) -> None:
+    """Time attention kernels against PyTorch SDPA and a naive implementation.
+
+    For each dtype, batch size and length: milliseconds and peak memory of the forward and the
+    forward+backward of every kernel, and each one's time as a multiple of SDPA's. Then the
+    structured-mask section: the chunked kernel with a mask_mod against SDPA with the same mask
+    as a dense tensor, and compiled FlexAttention. Cases that would not fit in memory or would
+    take longer than --max-seconds are reported, not run.
+
+    Args:
+        device: cpu, cuda, or auto (cuda when available).
+        batch: batch sizes, e.g. 1,8 (default 1,8; --quick: 1).
+        lengths: sequence lengths, e.g. 128,1024 or 128..32768 for the powers of two
+            (default 128..32768; --quick: 128..2048).
+        heads: number of heads H.
+        dim: head dim D.
+        dtype: dtypes, e.g. fp32,bf16 (default fp32, plus bf16 on CUDA).
+        impls: implementations of the sweep, e.g. sdpa,naive,math (default all).
+        warmup: untimed calls before timing.
+        repeats: timed calls; the median is reported (default 5; --quick: 3).
+        max_seconds: skip a case estimated to take longer (default 60; --quick: 20).
+        masks: run the structured-mask section.
+        masks_only: run only the structured-mask section.
+        mask_n: sequence length of the structured-mask section (default 4096; --quick: 2048).
+        window: half width of the sliding window.
+        quick: a small subset that runs in about a minute on 2 CPU cores.
+        json: also write the results to this JSON file.
+    """
+    from dataclasses import replace
+
+    import torch
+    from rich.console import Console
+
+    from attnlab.bench.attention import BenchConfig, BenchConfigError, run_attention_bench
+    from attnlab.bench.report import report, write_json
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = BenchConfig.quick(device) if quick else BenchConfig(device=device)
+    given = {
+        "batches": None if batch is None else _ints("--batch", batch),
+        "lengths": None if lengths is None else _ints("--lengths", lengths),
+        "dtypes": _names(dtype), "impls": _names(impls), "repeats": repeats,
+        "max_seconds": max_seconds, "mask_n": mask_n,
+    }
+    config = replace(config, **{k: v for k, v in given.items() if v is not None},
+                     heads=heads, dim=dim, warmup=warmup, window=window,
+                     sweep=not masks_only, masks=masks or masks_only)
+    err = Console(stderr=True, style="dim")
+    try:
+        result = run_attention_bench(config, progress=err.print)
+    except BenchConfigError as e:
+        fail(str(e))
+    console = Console()
+    for part in report(result):
+        console.print(part)
+        console.print()
+    if json is not None:
+        console.print(f"wrote {write_json(result, json)}")
+
+
+def main() -> None:
+    """Console entry point (``attnlab``)."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
