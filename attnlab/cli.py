@@ -108,7 +108,7 @@ def _ints(name: str, text: str) -> tuple[int, ...]:
             return tuple(out)
         return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
     except ValueError:
-        fail(f"{name}: expected integers like 1,8 or a range of powers of two like 128..2048, got {text!r}")
+        fail(f"{name}: expected integers like 1,8 or powers of two like 128..2048, got {text!r}")
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -163,7 +163,7 @@ def trace(
         lq: number of random queries.
         lk: number of random keys.
         dim: dim of random queries, keys and values.
-        causal: query i may not see keys after it (with Lk > Lq, aligned bottom-right: j <= i + Lk - Lq).
+        causal: query i may not see keys after it (aligned bottom-right: j <= i + Lk - Lq).
         mask: may-attend mask, one row per query, 1 = may attend, 0 = may not (e.g. "1,1,0;1,1,1").
         scale: factor on the scores; default 1/sqrt(dim).
         decimals: digits shown after the decimal point.
@@ -240,7 +240,8 @@ def bench_attention(
         impls: implementations of the sweep, e.g. sdpa,naive,math (default all).
         warmup: untimed calls before timing.
         repeats: timed calls; the median is reported (default 5; --quick: 3).
-        max_seconds: skip a case estimated to take longer (default 60; --quick: 20).
+        max_seconds: time budget of one case: fewer timed calls rather than overrun it, and
+            skipped when estimated to overrun with one (default 60; --quick: 10).
         masks: run the structured-mask section.
         masks_only: run only the structured-mask section.
         mask_n: sequence length of the structured-mask section (default 4096; --quick: 2048).

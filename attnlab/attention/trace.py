@@ -245,7 +245,8 @@ def _verify(tr: AttentionTrace) -> None:
     """The step-by-step numbers must equal the reference kernel's."""
     res = attend(tr.q[None, None], tr.k[None, None], tr.v[None, None], mask=tr.mask,
                  scale=tr.scale, kernel="math", return_weights=True)
-    for name, mine, ref in (("weights", tr.weights, res.weights[0, 0]), ("out", tr.out, res.out[0, 0])):
+    pairs = (("weights", tr.weights, res.weights[0, 0]), ("out", tr.out, res.out[0, 0]))
+    for name, mine, ref in pairs:
         if not torch.allclose(mine, ref, rtol=1e-12, atol=1e-12):
             err = (mine - ref).abs().max().item()
             raise AssertionError(f"trace {name} differ from the math kernel by {err:.3g}")
@@ -302,7 +303,8 @@ def _fmt(decimals: int):
     return f
 
 
-def _matrix(title: str, m: Tensor, rows: list[str], cols: list[str], f, extra=None, extra2=None) -> Group:
+def _matrix(title: str, m: Tensor, rows: list[str], cols: list[str], f, extra=None,
+            extra2=None) -> Group:
     t = Table(show_edge=False)
     t.add_column("")
     for c in cols:

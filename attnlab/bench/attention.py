@@ -27,7 +27,7 @@ import torch
 from attnlab.attention import kernel_names
 
 from .impls import (
-    FLEX_COMPILED, FWD, FWD_BWD, MATERIALISES, NAIVE, SDPA_IS_CAUSAL, Case, impl_names,
+    FLEX_COMPILED, FWD, FWD_BWD, MATERIALISES, SDPA_IS_CAUSAL, Case, impl_names,
     measure_case, unsupported,
 )
 from .measure import (
@@ -58,7 +58,8 @@ class BenchConfig:
         dtypes: dtypes of the sweep; None: float32, plus bfloat16 on CUDA.
         impls: implementations of the sweep; None: all (see ``impls.impl_names``).
         warmup, repeats: untimed and timed calls per case (the median is reported).
-        max_seconds: skip a case whose estimated time (warmup + repeats) is longer.
+        max_seconds: time budget of one case: fewer timed calls (at least one) rather than
+            overrun it, and a case whose warmup and one call are estimated to overrun is skipped.
         sweep, masks: which sections run.
         mask_n, window: N and sliding-window half width of the structured-mask section.
         mem_fraction: the share of available memory a case may plan to use.
@@ -84,7 +85,7 @@ class BenchConfig:
     def quick(cls, device: str = "cpu") -> BenchConfig:
         """A subset that runs in about a minute on 2 CPU cores."""
         return cls(device=device, batches=(1,), lengths=(128, 256, 512, 1024, 2048),
-                   dtypes=("float32",), repeats=3, max_seconds=20.0, mask_n=2048)
+                   dtypes=("float32",), repeats=3, max_seconds=10.0, mask_n=2048)
 
 
 @dataclass
@@ -157,15 +158,14 @@ def resolve(config: BenchConfig) -> tuple[BenchConfig, list[str]]:
     cuda = config.device == "cuda"
     if config.dtypes is None:
         dtypes = ("float32", "bfloat16") if cuda else ("float32",)
-        if not cuda:
-            notes.append(BF16_CPU_NOTE)
     else:
         bad = [d for d in config.dtypes if d not in DTYPE_ALIASES]
         if bad or not config.dtypes:
             raise BenchConfigError(f"--dtype: unknown {bad}; known: fp32, bf16, fp16")
         dtypes = tuple(dict.fromkeys(DTYPE_ALIASES[d] for d in config.dtypes))
-        if not cuda and "bfloat16" in dtypes:
-            notes.append("bfloat16 on CPU has no hardware path: expect it to be ~250x slower")
+    if not cuda:
+        notes.append(BF16_CPU_NOTE if "bfloat16" not in dtypes else
+                     "bfloat16 on CPU has no hardware path: expect it to be ~250x slower")
 
     known = impl_names()
     impls = tuple(known) if config.impls is None else tuple(dict.fromkeys(config.impls))
@@ -241,13 +241,15 @@ class Planner:
 
     A case is not run when its implementation does not support it, when its memory need
     (the larger of :func:`estimate_bytes` and the previous N's measured peak scaled by N²)
-    exceeds ``mem_fraction`` of the available memory, or when its time (the previous N's,
-    scaled by N², times warmup + repeats) exceeds ``max_seconds``.
+    exceeds ``mem_fraction`` of the available memory, or when the warmup and one timed call
+    (the previous N's time per call scaled by N²) would exceed ``max_seconds``. A case that runs
+    gets ``max_seconds`` as its budget: it times fewer calls (at least one) rather than overrun.
     """
 
     def __init__(self, config: BenchConfig):
         self.config = config
-        self.last: dict[tuple, tuple[int, Outcome]] = {}  # (impl, mode, dtype, B, mask) -> (N, outcome)
+        # (impl, mode, dtype, B, mask) -> (N, outcome) of the last measured N
+        self.last: dict[tuple, tuple[int, Outcome]] = {}
 
     def check(self, case: Case) -> Outcome | None:
         """An Outcome saying why ``case`` should not run, or None to run it."""
@@ -264,10 +266,11 @@ class Planner:
             return Outcome(NO_FIT, note=f"would not fit (needs {need / GiB:.1f} GiB, "
                                         f"{avail / GiB:.1f} GiB available)")
         if prev and prev[1].ms is not None:
-            est = prev[1].ms * grow * (case.warmup + case.repeats) / 1e3
-            if est > self.config.max_seconds:
-                return Outcome(SKIPPED, note=f"skipped: estimated {est:.0f} s > "
-                                             f"--max-seconds {self.config.max_seconds:g}")
+            call_s = prev[1].ms * grow / 1e3
+            if call_s * (case.warmup + 1) > self.config.max_seconds:
+                return Outcome(SKIPPED, note=f"skipped: one call estimated at {call_s:.0f} s; "
+                                             f"warmup and one timed call exceed --max-seconds "
+                                             f"{self.config.max_seconds:g}")
         return None
 
     def record(self, case: Case, outcome: Outcome) -> None:
@@ -293,14 +296,16 @@ def run_case(case: Case, planner: Planner, progress: Progress | None = None) -> 
         planner.record(case, out)
     if progress:
         where = f"{case.dtype} B={case.B} N={case.N}" + (f" {case.mask}" if case.mask else "")
-        progress(f"{where} {case.impl} {case.mode}: {_brief(out)}")
+        progress(f"{where} {case.impl} {case.mode}: {_brief(out, case.repeats)}")
     return out
 
 
-def _brief(out: Outcome) -> str:
+def _brief(out: Outcome, case_repeats: int) -> str:
     if not out.ok:
         return out.note or out.status
     s = f"{out.ms:.2f} ms"
+    if out.repeats is not None and out.repeats < case_repeats:
+        s += f" (median of {out.repeats}: time budget)"
     if out.compile_s is not None:
         s += f" (compile {out.compile_s:.1f} s)"
     return s
@@ -316,7 +321,9 @@ def _ratio(a: Outcome, b: Outcome) -> float | None:
 # ----------------------------------------------------------------------------- sections
 
 
-def run_sweep(config: BenchConfig, planner: Planner, progress: Progress | None = None) -> list[SweepRow]:
+def run_sweep(
+    config: BenchConfig, planner: Planner, progress: Progress | None = None
+) -> list[SweepRow]:
     """Every implementation at every (dtype, B, N), forward and forward+backward."""
     rows: list[SweepRow] = []
     for dtype in config.dtypes or ("float32",):
@@ -325,7 +332,8 @@ def run_sweep(config: BenchConfig, planner: Planner, progress: Progress | None =
                 here = []
                 for impl in config.impls or impl_names():
                     case = Case(impl, FWD, B, config.heads, N, config.dim, dtype, config.device,
-                                warmup=config.warmup, repeats=config.repeats)
+                                warmup=config.warmup, repeats=config.repeats,
+                                budget_s=config.max_seconds)
                     fwd = run_case(case, planner, progress)
                     fwd_bwd = run_case(replace(case, mode=FWD_BWD), planner, progress)
                     here.append(SweepRow(dtype, B, N, impl, fwd, fwd_bwd))
@@ -338,14 +346,16 @@ def run_sweep(config: BenchConfig, planner: Planner, progress: Progress | None =
     return rows
 
 
-def run_masks(config: BenchConfig, planner: Planner, progress: Progress | None = None) -> list[MaskRow]:
+def run_masks(
+    config: BenchConfig, planner: Planner, progress: Progress | None = None
+) -> list[MaskRow]:
     """Chunked with a mask_mod against SDPA with the dense mask (fwd+bwd), and compiled
     FlexAttention against chunked (fwd), at N = ``mask_n``, B = 1, float32."""
     rows: list[MaskRow] = []
-    for mask, label in (("sliding", f"sliding window ±{config.window}"), ("causal", "causal")):
+    for mask, label in (("sliding", f"sliding ±{config.window}"), ("causal", "causal")):
         base = Case("chunked", FWD_BWD, 1, config.heads, config.mask_n, config.dim, "float32",
                     config.device, mask=mask, window=config.window, warmup=config.warmup,
-                    repeats=config.repeats)
+                    repeats=config.repeats, budget_s=config.max_seconds)
         contenders = [(FWD_BWD, "chunked"), (FWD_BWD, "sdpa")]
         if mask == "causal":
             contenders.append((FWD_BWD, SDPA_IS_CAUSAL))

@@ -8,6 +8,7 @@ it is handed to (see :mod:`attnlab.bench.measure`).
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -19,7 +20,7 @@ from torch import Tensor
 from attnlab.attention import attend, masks
 from attnlab.attention.kernels import AttentionRequest, get_kernel, kernel_names
 
-from .measure import OK, Outcome, PeakMemory, median_ms
+from .measure import OK, Outcome, PeakMemory, time_calls
 
 FWD, FWD_BWD = "fwd", "fwd+bwd"
 NAIVE = "naive"
@@ -45,6 +46,7 @@ class Case:
         mask: None, "sliding" (±window) or "causal".
         window: the sliding window's half width.
         warmup, repeats: untimed and timed calls.
+        budget_s: time budget (warmup included); fewer timed calls (at least one) beyond it.
     """
 
     impl: str
@@ -59,6 +61,7 @@ class Case:
     window: int = 256
     warmup: int = 1
     repeats: int = 3
+    budget_s: float | None = None
 
     @property
     def backward(self) -> bool:
@@ -70,7 +73,8 @@ class Case:
 
     @property
     def compiled(self) -> bool:
-        return self.impl == FLEX_COMPILED
+        """Whether the first call compiles (timed apart as ``compile_s``)."""
+        return self.impl in (FLEX_COMPILED, "flex")
 
 
 def naive_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -147,7 +151,8 @@ def measure_case(case: Case) -> Outcome:
     dev = torch.device(case.device)
     g = torch.Generator(device=dev).manual_seed(0)
     shape = (case.B, case.H, case.N, case.D)
-    q, k, v = (torch.randn(shape, generator=g, device=dev, dtype=case.torch_dtype) for _ in range(3))
+    q, k, v = (torch.randn(shape, generator=g, device=dev, dtype=case.torch_dtype)
+               for _ in range(3))  # (B, H, N, D) each
     fn = build(case)
 
     if case.backward:
@@ -171,6 +176,11 @@ def measure_case(case: Case) -> Outcome:
         if dev.type == "cuda":
             torch.cuda.synchronize()
         compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(case.warmup):  # one-time costs (thread pools, autograd engine) stay out
+        step()
+    left = None if case.budget_s is None else case.budget_s - (time.perf_counter() - t0)
     with PeakMemory(dev) as pm:
-        ms = median_ms(step, warmup=case.warmup, repeats=case.repeats, device=dev)
-    return Outcome(OK, ms=ms, peak_bytes=pm.peak_bytes, compile_s=compile_s)
+        times = time_calls(step, repeats=case.repeats, device=dev, budget_s=left)
+    return Outcome(OK, ms=statistics.median(times), peak_bytes=pm.peak_bytes,
+                   compile_s=compile_s, repeats=len(times))

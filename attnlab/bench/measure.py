@@ -1,30 +1,33 @@
 """How one benchmark case is measured: median time, peak memory, and isolation.
 
 Time: ``warmup`` untimed calls, then the median of ``repeats`` calls timed with
-``time.perf_counter`` (with ``torch.cuda.synchronize`` on CUDA).
+``time.perf_counter`` (with ``torch.cuda.synchronize`` on CUDA); fewer (at least one) when a case
+would overrun its time budget.
 
 Peak memory is what the case needs beyond its inputs:
 
 * CPU: each case runs in a child process of its own, so its peak RSS is its own and a crash or
   an out-of-memory cannot take the benchmark down. Peak = the child's ``ru_maxrss`` minus its RSS
-  (``/proc/self/statm``) once the inputs exist; the high-water mark is reset there through
-  ``/proc/self/clear_refs`` so that building the inputs does not count. The children come from
-  multiprocessing's ``forkserver``, not plain ``fork``: once a process has used PyTorch's OpenMP
-  thread pool, a child forked from it hangs in its first parallel op (GNU libgomp is not
-  fork-safe). The fork server imports torch but never computes, so forking from it is safe and
-  cheap. The child's address space is capped near the memory available, so an allocation that
-  cannot fit fails inside the child instead of waking the OOM killer.
-* CUDA: in process; peak = ``torch.cuda.max_memory_allocated`` minus the allocation once the
-  inputs exist. CUDA out-of-memory errors are caught.
+  (``/proc/self/statm``) after the warmup calls; the high-water mark is reset there through
+  ``/proc/self/clear_refs`` so that building the inputs and one-time setup do not count.
+  The children come from multiprocessing's ``forkserver``, not plain ``fork``: once a process
+  has used PyTorch's OpenMP thread pool, a child forked from it hangs in its first parallel op
+  (GNU libgomp is not fork-safe). The fork server imports torch but never computes, so forking
+  from it is safe and cheap. The child's address space is capped near the memory available,
+  so an allocation that cannot fit fails inside the child instead of waking the OOM killer.
+* CUDA: in process; peak = ``torch.cuda.max_memory_allocated`` minus the allocation after the
+  warmup calls. CUDA out-of-memory errors are caught.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import resource
-import statistics
+import sys
 import time
+import types
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,6 +53,7 @@ class Outcome:
         peak_bytes: peak memory beyond the inputs.
         note: a one-line reason or remark.
         compile_s: seconds of the first call, for compiled implementations (not in ``ms``).
+        repeats: how many timed calls the median is of.
     """
 
     status: str
@@ -57,6 +61,7 @@ class Outcome:
     peak_bytes: int | None = None
     note: str = ""
     compile_s: float | None = None
+    repeats: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -115,6 +120,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
         else:
+            _malloc_trim()  # freed heap goes back to the OS, so reusing it counts again
             reset_peak_rss()
             self.base = rss_bytes()
         return self
@@ -128,29 +134,40 @@ class PeakMemory:
         self.peak_bytes = max(0, peak - self.base)
 
 
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 # ----------------------------------------------------------------------------- time
 
 
-def median_ms(fn: Callable[[], object], *, warmup: int, repeats: int, device: torch.device) -> float:
-    """Median milliseconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls.
+def time_calls(
+    fn: Callable[[], object], *, repeats: int, device: torch.device, budget_s: float | None = None,
+) -> list[float]:
+    """Milliseconds of each of up to ``repeats`` calls of ``fn()`` (at least one).
 
     Args:
-        fn: the call to time.
-        warmup: untimed calls first.
-        repeats: timed calls (at least 1).
+        fn: the call to time (warm it up first).
+        repeats: timed calls wanted.
         device: CUDA calls are synchronised before reading the clock.
+        budget_s: stop early when the next call would end past this many seconds.
     """
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
     sync()
-    times = []
+    times: list[float] = []
+    start = time.perf_counter()
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         fn()
         sync()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        t1 = time.perf_counter()
+        times.append((t1 - t0) * 1e3)
+        if budget_s is not None and (t1 - start) + (t1 - t0) > budget_s:
+            break
+    return times
 
 
 # ----------------------------------------------------------------------------- isolation
@@ -171,7 +188,7 @@ def run_isolated(fn: Callable, arg, timeout_s: float) -> Outcome:
     ctx.set_forkserver_preload(PRELOAD)
     recv, send = ctx.Pipe(duplex=False)
     p = ctx.Process(target=_child, args=(send, fn, arg), daemon=True)
-    p.start()
+    _start_without_main(p)
     send.close()
     out = None
     try:
@@ -197,6 +214,21 @@ def run_isolated(fn: Callable, arg, timeout_s: float) -> Outcome:
     return Outcome(CRASHED, note=f"crashed: exit code {code}")
 
 
+def _start_without_main(p) -> None:
+    """Start ``p`` without re-running the parent's ``__main__`` in the child.
+
+    multiprocessing re-imports the main script in a forkserver child; ``fn`` lives in an
+    importable module, and a script without a ``__main__`` guard (or code read from stdin)
+    would break or recurse there.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        p.start()
+    finally:
+        sys.modules["__main__"] = main
+
+
 def _child(send, fn, arg) -> None:
     _cap_address_space()
     try:
@@ -214,7 +246,7 @@ def _child(send, fn, arg) -> None:
 
 
 def run_in_process(fn: Callable, arg) -> Outcome:
-    """``fn(arg) -> Outcome`` here (CUDA); a CUDA out-of-memory or other error becomes an Outcome."""
+    """``fn(arg) -> Outcome`` in this process (CUDA); an out-of-memory or error becomes one."""
     try:
         return fn(arg)
     except torch.cuda.OutOfMemoryError as e:

@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -22,8 +23,8 @@ from .measure import CRASHED, ERROR, MiB, NA, NO_FIT, OOM, SKIPPED, TIMEOUT, Out
 
 SHORT = {NA: "n/a", NO_FIT: "no fit", SKIPPED: "skipped", OOM: "OOM", TIMEOUT: "timeout",
          CRASHED: "crashed", ERROR: "error"}
-MASK_LABELS = {"chunked": "chunked (mask_mod)", "sdpa": "sdpa (dense bool mask)",
-               SDPA_IS_CAUSAL: "sdpa is_causal=True (info)", FLEX_COMPILED: "flex (torch.compile)"}
+MASK_LABELS = {"chunked": "chunked mask_mod", "sdpa": "sdpa dense mask",
+               SDPA_IS_CAUSAL: "sdpa is_causal", FLEX_COMPILED: "flex compiled"}
 
 
 def write_json(result: BenchResult, path: str | Path) -> Path:
@@ -60,8 +61,8 @@ def setup_table(result: BenchResult) -> Table:
         ("memory available", f"{s['mem_available_gib']} GiB"),
         ("dtypes", ", ".join(s["dtypes"])),
         ("shape", f"B in {s['batches']}, H={s['heads']}, D={s['dim']}, N in {s['lengths']}"),
-        ("timing", f"median of {s['repeats']} after {s['warmup']} warmup; forward is "
-                   f"{s['forward']}; cases estimated over {s['max_seconds']:g} s are skipped"),
+        ("timing", f"median of {s['repeats']} calls after {s['warmup']} warmup, within "
+                   f"{s['max_seconds']:g} s per case; forward is {s['forward']}"),
         ("memory", f"peak beyond q, k, v; {s['isolation']}"),
     ]
     for k, v in rows:
@@ -69,16 +70,21 @@ def setup_table(result: BenchResult) -> Table:
     return t
 
 
-def sweep_tables(rows: list[SweepRow]) -> list:
-    """One table per (dtype, B): time, ratio to SDPA and peak memory, fwd and fwd+bwd."""
+def sweep_tables(rows: list[SweepRow], repeats: int) -> list:
+    """One table per (dtype, B): time, ratio to SDPA and peak memory, fwd and fwd+bwd.
+
+    Args:
+        rows: the sweep.
+        repeats: timed calls asked for; a median of fewer is starred.
+    """
     out = []
     groups: dict[tuple[str, int], list[SweepRow]] = {}
     for r in rows:
         groups.setdefault((r.dtype, r.B), []).append(r)
     for (dtype, B), group in groups.items():
-        notes = _Footnotes()
+        notes = _Footnotes(repeats)
         t = Table(title=f"{dtype}, B={B}: ms (median), time ÷ sdpa's, peak MiB",
-                  title_justify="left")
+                  title_justify="left", box=box.SIMPLE_HEAD)
         for name in ("N", "impl", "fwd ms", "÷sdpa", "fwd MiB", "f+b ms", "÷sdpa", "f+b MiB"):
             t.add_column(name, justify="left" if name == "impl" else "right")
         last_n = None
@@ -86,45 +92,50 @@ def sweep_tables(rows: list[SweepRow]) -> list:
             if last_n is not None and r.N != last_n:
                 t.add_section()
             t.add_row(str(r.N) if r.N != last_n else "", r.impl,
-                      *_cells(r.fwd, r.fwd_vs_sdpa, notes), *_cells(r.fwd_bwd, r.fwd_bwd_vs_sdpa, notes))
+                      *_cells(r.fwd, r.fwd_vs_sdpa, notes),
+                      *_cells(r.fwd_bwd, r.fwd_bwd_vs_sdpa, notes))
             last_n = r.N
         out.append(Group(t, *notes.lines()))
     return out
 
 
-def mask_table(rows: list[MaskRow]) -> Group:
-    """The structured-mask section, with one summary line per mask."""
-    notes = _Footnotes()
-    t = Table(title="structured masks (B=1, float32): time ÷ chunked's time (above 1: chunked is "
-                    "that many times faster)", title_justify="left")
-    for name in ("mask", "impl", "mode", "ms", "÷chunked", "peak MiB", "compile s"):
-        t.add_column(name, justify="left" if name in ("mask", "impl", "mode") else "right")
-    last = None
-    for r in rows:
-        if last is not None and r.mask != last:
-            t.add_section()
-        ms, ratio, mib = _cells(r.outcome, r.vs_chunked, notes)
-        comp = f"{r.outcome.compile_s:.1f}" if r.outcome.compile_s is not None else ""
-        t.add_row(r.mask if r.mask != last else "", MASK_LABELS.get(r.impl, r.impl), r.mode,
-                  ms, ratio, mib, comp)
-        last = r.mask
-    return Group(t, *notes.lines(), *_mask_summary(rows))
+def mask_tables(rows: list[MaskRow], repeats: int, n: int) -> list:
+    """The structured-mask section: one table per mask, then its speedups in words.
 
-
-def _mask_summary(rows: list[MaskRow]) -> list[Text]:
-    lines = []
+    Args:
+        rows: the section.
+        repeats: timed calls asked for; a median of fewer is starred.
+        n: the sequence length.
+    """
+    out = []
     for mask in dict.fromkeys(r.mask for r in rows):
-        by = {(r.impl, r.mode): r for r in rows if r.mask == mask}
-        sdpa = by.get(("sdpa", FWD_BWD))
-        if sdpa and sdpa.vs_chunked is not None:
-            lines.append(Text(f"{mask}: chunked speedup over SDPA with the dense mask (fwd+bwd) = "
-                              f"{sdpa.vs_chunked:.2f}x"))
-        flex = by.get((FLEX_COMPILED, FWD))
-        if flex and flex.vs_chunked is not None:
-            lines.append(Text(f"{mask}: compiled flex forward takes {flex.vs_chunked:.2f}x "
-                              f"chunked's time (compile {flex.outcome.compile_s:.1f} s, excluded)"))
-        elif flex and not flex.outcome.ok:
-            lines.append(Text(f"{mask}: flex did not run: {flex.outcome.note}", style="yellow"))
+        notes = _Footnotes(repeats)
+        t = Table(title=f"structured mask: {mask} (N={n}, B=1, float32); ÷chunked above 1 = "
+                        "chunked that many times faster", title_justify="left", box=box.SIMPLE_HEAD)
+        for name in ("impl", "mode", "ms", "÷chunked", "peak MiB", "compile s"):
+            t.add_column(name, justify="left" if name in ("impl", "mode") else "right")
+        mine = [r for r in rows if r.mask == mask]
+        for r in mine:
+            ms, ratio, mib = _cells(r.outcome, r.vs_chunked, notes)
+            comp = f"{r.outcome.compile_s:.1f}" if r.outcome.compile_s is not None else ""
+            t.add_row(MASK_LABELS.get(r.impl, r.impl), r.mode, ms, ratio, mib, comp)
+        out.append(Group(t, *notes.lines(), *_mask_summary(mask, mine)))
+    return out
+
+
+def _mask_summary(mask: str, rows: list[MaskRow]) -> list[Text]:
+    by = {(r.impl, r.mode): r for r in rows}
+    lines = []
+    sdpa = by.get(("sdpa", FWD_BWD))
+    if sdpa and sdpa.vs_chunked is not None:
+        lines.append(Text(f"{mask}: chunked speedup over SDPA with the dense mask, fwd+bwd "
+                          f"(SDPA time / chunked time) = {sdpa.vs_chunked:.2f}x", style="bold"))
+    flex = by.get((FLEX_COMPILED, FWD))
+    if flex and flex.vs_chunked is not None:
+        lines.append(Text(f"{mask}: compiled flex forward takes {flex.vs_chunked:.2f}x chunked's "
+                          f"time (its {flex.outcome.compile_s:.1f} s compile excluded)"))
+    elif flex and not flex.outcome.ok:
+        lines.append(Text(f"{mask}: flex did not run: {flex.outcome.note}", style="yellow"))
     return lines
 
 
@@ -132,29 +143,38 @@ def report(result: BenchResult) -> list:
     """Everything to print, in order: setup, notes, sweep tables, structured masks."""
     out: list = [setup_table(result)]
     out += [Text(n, style="yellow") for n in result.notes]
-    out += sweep_tables(result.sweep)
-    if result.masks:
-        out.append(mask_table(result.masks))
+    repeats = result.setup.get("repeats", 1)
+    out += sweep_tables(result.sweep, repeats)
+    out += mask_tables(result.masks, repeats, result.setup.get("mask_n", 0))
     return out
 
 
 class _Footnotes:
-    """Numbers the distinct reasons of a table."""
+    """Numbers the distinct reasons of a table; stars medians of fewer calls than asked."""
 
-    def __init__(self):
+    def __init__(self, repeats: int):
+        self.repeats = repeats
         self.notes: dict[str, int] = {}
+        self.starred = False
 
     def ref(self, note: str) -> int:
         return self.notes.setdefault(note, len(self.notes) + 1)
 
     def lines(self) -> list[Text]:
-        return [Text(f"[{i}] {n}", style="dim") for n, i in self.notes.items()]
+        out = [Text(f"[{i}] {n}", style="dim") for n, i in self.notes.items()]
+        if self.starred:
+            out.append(Text(f"* median of fewer than {self.repeats} calls, to stay within "
+                            "--max-seconds", style="dim"))
+        return out
 
 
 def _cells(o: Outcome, ratio: float | None, notes: _Footnotes) -> tuple[str, str, str]:
     if not o.ok:
         return f"{SHORT.get(o.status, o.status)} [{notes.ref(o.note or o.status)}]", "", ""
     ms = "" if o.ms is None else _ms(o.ms)
+    if o.repeats is not None and o.repeats < notes.repeats:
+        ms += "*"
+        notes.starred = True
     r = "" if ratio is None else f"{ratio:.2f}x"
     mib = "" if o.peak_bytes is None else f"{o.peak_bytes / MiB:.1f}"
     return ms, r, mib
