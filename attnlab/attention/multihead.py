@@ -26,8 +26,7 @@ from .api import attend
 from .cache import KVCache
 from .kernels.math import math_attention, repeat_kv
 from .normalizers import create_normalizer
-from .positions import PositionalEncoding, create_position
-from .positions.base import _POSITIONS
+from .positions import PositionalEncoding, create_position, position_class
 from .scores import create_score
 
 
@@ -305,12 +304,10 @@ def _build_position(position, kwargs, head_dim: int, num_heads: int) -> Position
         enc = position
     elif isinstance(position, str):
         kwargs = dict(kwargs or {})
-        cls = _POSITIONS.get(position)
-        if cls is not None:
-            params = inspect.signature(cls.__init__).parameters
-            for name, val in (("head_dim", head_dim), ("num_heads", num_heads)):
-                if name in params:
-                    kwargs.setdefault(name, val)
+        params = inspect.signature(position_class(position).__init__).parameters
+        for name, val in (("head_dim", head_dim), ("num_heads", num_heads)):
+            if name in params:
+                kwargs.setdefault(name, val)
         enc = create_position(position, **kwargs)
     else:
         raise ValueError(

@@ -9,7 +9,8 @@ Each encoding says which hooks it has in ``pe.hooks``. Importing this package re
 """
 
 from .base import (
-    PositionalEncoding, PositionTable, create_position, position_names, register_position,
+    PositionalEncoding, PositionTable, create_position, position_class, position_names,
+    register_position,
 )
 from .sinusoidal import SinusoidalPositions
 from .learned import LearnedPositions
@@ -19,6 +20,6 @@ from .relative import RelativePositionBias, relative_position_bucket
 
 __all__ = [
     "PositionalEncoding", "PositionTable", "register_position", "create_position",
-    "position_names", "SinusoidalPositions", "LearnedPositions", "RotaryPositions", "ALiBi",
+    "position_names", "position_class", "SinusoidalPositions", "LearnedPositions", "RotaryPositions", "ALiBi",
     "alibi_slopes", "RelativePositionBias", "relative_position_bucket",
 ]

@@ -152,6 +152,15 @@ def register_position(name: str):
     return deco
 
 
+def position_class(name: str) -> type[PositionalEncoding]:
+    """The class registered under ``name``; ValueError naming the known encodings otherwise."""
+    try:
+        return _POSITIONS[name]
+    except KeyError:
+        known = ", ".join(position_names())
+        raise ValueError(f"unknown positional encoding {name!r}; known: {known}") from None
+
+
 def create_position(name: str, **kwargs) -> PositionalEncoding:
     """Build the positional encoding registered under ``name`` with ``kwargs``.
 
@@ -159,12 +168,7 @@ def create_position(name: str, **kwargs) -> PositionalEncoding:
         name: a registered name (see :func:`position_names`).
         **kwargs: the encoding's constructor arguments.
     """
-    try:
-        cls = _POSITIONS[name]
-    except KeyError:
-        known = ", ".join(position_names())
-        raise ValueError(f"unknown positional encoding {name!r}; known: {known}") from None
-    return cls(**kwargs)
+    return position_class(name)(**kwargs)
 
 
 def position_names() -> list[str]:
