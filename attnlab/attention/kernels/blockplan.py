@@ -56,7 +56,9 @@ def block_keep(
     """
     keep = None
     if mask is not None:
-        keep = mask[:, :, qs:qe if mask.shape[2] > 1 else 1, ks:ke if mask.shape[3] > 1 else 1]
+        qsl = slice(qs, qe) if mask.shape[2] > 1 else slice(None)  # size 1: broadcast
+        ksl = slice(ks, ke) if mask.shape[3] > 1 else slice(None)
+        keep = mask[:, :, qsl, ksl]
     if mask_mod is not None:
         mm = mask_mod(*index_grid(B, H, qe - qs, ke - ks, device, q_start=qs, kv_start=ks))
         keep = mm if keep is None else keep & mm
