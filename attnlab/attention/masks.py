@@ -9,6 +9,12 @@ Two forms exist side by side:
   ``kv_idx (1,1,1,Lk)``, and the chunked kernel calls them block by block so that blocks a
   mask rules out entirely are never computed.
 
+The built-in mask_mods also carry ``block_kinds(qs, qe, ks, ke)``: their block structure
+worked out by interval arithmetic, so the chunked kernel knows which blocks to skip without
+evaluating the mask on the whole grid. A block kind is 0 (nothing allowed), 1 (everything
+allowed) or 2 (partial); 2 is always a safe answer. ``and_masks``/``or_masks`` keep it when all
+their parts have it. A user's own mask_mod needs none: the kernel evaluates it instead.
+
 A mask becomes an additive bias in exactly one place: :func:`mask_to_bias`.
 """
 
@@ -21,6 +27,25 @@ from torch import Tensor
 
 MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 ScoreMod = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor]
+# block_kinds(qs, qe, ks, ke) -> kinds: query rows [qs, qe) (ints) against key blocks
+# [ks[i], ke[i]) (int64 tensors of shape (nk,)); returns (nk,) int64 of 0 empty, 1 full, 2 partial.
+BlockKinds = Callable[[int, int, Tensor, Tensor], Tensor]
+
+
+def _kinds(full: Tensor, empty: Tensor) -> Tensor:
+    """0 where ``empty``, 1 where ``full``, else 2 (partial)."""
+    return torch.where(empty, 0, torch.where(full, 1, 2))
+
+
+def with_block_kinds(mask_mod: MaskMod, block_kinds: BlockKinds) -> MaskMod:
+    """Attach a block structure to a mask_mod (see the module docstring); returns the mask_mod."""
+    mask_mod.block_kinds = block_kinds
+    return mask_mod
+
+
+def _range_kinds(dmin: Tensor, dmax: Tensor, lo: float, hi: float) -> Tensor:
+    """Kinds of blocks whose positions satisfy ``lo <= d <= hi`` with d in [dmin, dmax]."""
+    return _kinds((dmin >= lo) & (dmax <= hi), (dmax < lo) | (dmin > hi))
 
 
 def mask_to_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -83,6 +108,13 @@ def and_masks(*mask_mods: MaskMod) -> MaskMod:
             out = out & mod(b, h, q_idx, kv_idx)
         return out
 
+    if all(hasattr(m, "block_kinds") for m in mask_mods):
+
+        def block_kinds(qs, qe, ks, ke):
+            k = torch.stack([m.block_kinds(qs, qe, ks, ke) for m in mask_mods])
+            return _kinds((k == 1).all(0), (k == 0).any(0))
+
+        with_block_kinds(mask_mod, block_kinds)
     return mask_mod
 
 
@@ -97,6 +129,13 @@ def or_masks(*mask_mods: MaskMod) -> MaskMod:
             out = out | mod(b, h, q_idx, kv_idx)
         return out
 
+    if all(hasattr(m, "block_kinds") for m in mask_mods):
+
+        def block_kinds(qs, qe, ks, ke):
+            k = torch.stack([m.block_kinds(qs, qe, ks, ke) for m in mask_mods])
+            return _kinds((k == 1).any(0), (k == 0).all(0))
+
+        with_block_kinds(mask_mod, block_kinds)
     return mask_mod
 
 
@@ -114,7 +153,10 @@ def causal(offset: int = 0) -> MaskMod:
     def mask_mod(b, h, q_idx, kv_idx):
         return kv_idx <= q_idx + offset
 
-    return mask_mod
+    def block_kinds(qs, qe, ks, ke):  # allowed iff q + offset - kv >= 0
+        return _range_kinds(qs + offset - (ke - 1), qe - 1 + offset - ks, 0, float("inf"))
+
+    return with_block_kinds(mask_mod, block_kinds)
 
 
 def sliding_window(window: int, causal: bool = False, offset: int = 0) -> MaskMod:
@@ -128,12 +170,16 @@ def sliding_window(window: int, causal: bool = False, offset: int = 0) -> MaskMo
     if window < 0:
         raise ValueError(f"window must be >= 0, got {window}")
 
+    lo = 0 if causal else -window
+
     def mask_mod(b, h, q_idx, kv_idx):
         d = q_idx + offset - kv_idx
-        allowed = (d <= window) & (d >= (0 if causal else -window))
-        return allowed
+        return (d <= window) & (d >= lo)
 
-    return mask_mod
+    def block_kinds(qs, qe, ks, ke):
+        return _range_kinds(qs + offset - (ke - 1), qe - 1 + offset - ks, lo, window)
+
+    return with_block_kinds(mask_mod, block_kinds)
 
 
 def padding(lengths: Tensor) -> MaskMod:
@@ -147,7 +193,10 @@ def padding(lengths: Tensor) -> MaskMod:
     def mask_mod(b, h, q_idx, kv_idx):
         return kv_idx < lengths.to(kv_idx.device)[b]
 
-    return mask_mod
+    def block_kinds(qs, qe, ks, ke):  # full when every row is long enough, empty when none is
+        return _kinds(ke <= int(lengths.min()), ks >= int(lengths.max()))
+
+    return with_block_kinds(mask_mod, block_kinds)
 
 
 def block_diagonal(seq_ids: Tensor, kv_seq_ids: Tensor | None = None) -> MaskMod:
@@ -178,22 +227,16 @@ def prefix_lm(prefix_length: int | Tensor) -> MaskMod:
     Args:
         prefix_length: an int, or a (B,) tensor with one prefix length per batch row.
     """
-    if isinstance(prefix_length, int):
-        prefix = prefix_length
+    lengths = torch.as_tensor(prefix_length).reshape(-1)  # (1,) or (B,)
+    per_row = lengths.numel() > 1
 
-        def in_prefix(b, kv_idx):
-            return kv_idx < prefix
+    def in_prefix(b, h, q_idx, kv_idx):
+        return kv_idx < lengths.to(kv_idx.device)[b if per_row else 0]
 
-    else:
-        lengths = torch.as_tensor(prefix_length)
-
-        def in_prefix(b, kv_idx):
-            return kv_idx < lengths.to(kv_idx.device)[b]
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        return in_prefix(b, kv_idx) | (kv_idx <= q_idx)
-
-    return mask_mod
+    in_prefix = with_block_kinds(
+        in_prefix, lambda qs, qe, ks, ke: _kinds(ke <= int(lengths.min()), ks >= int(lengths.max()))
+    )
+    return or_masks(in_prefix, causal())
 
 
 # ----------------------------------------------------------------------------- mask tensors

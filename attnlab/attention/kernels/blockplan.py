@@ -8,8 +8,10 @@ Adjacent non-empty key blocks merge into one :class:`Span` (up to ``max_span`` c
 span remembers which of its column ranges are partial: a causal query block is then one matmul
 and one softmax over all the keys it sees, with the mask evaluated on the diagonal block only.
 
-The mask is evaluated exactly, once per query block, on that block's (block_q, Lk) slice of the
-grid: this is O(Lq·Lk) boolean work, against the O(Lq·Lk·D) arithmetic it lets us skip.
+The built-in mask_mods know their block structure (``mask_mod.block_kinds``): planning them
+costs O(blocks). Any other mask is evaluated exactly, once per query block, on that block's
+(block_q, Lk) slice of the grid: O(Lq·Lk) boolean work, against the O(Lq·Lk·D) arithmetic it
+lets us skip. Mask tensors and mask_mods combine conservatively (partial where either is).
 """
 
 from __future__ import annotations
@@ -80,24 +82,40 @@ def plan_blocks(
         device: device of the index tensors.
     """
     nk = -(-Lk // block_k)
+    ks = torch.arange(nk) * block_k  # (nk,) key block starts
+    ke = (ks + block_k).clamp(max=Lk)
     plan = []
     for qs in range(0, Lq, block_q):
         qe = min(qs + block_q, Lq)
-        keep = block_keep(mask, mask_mod, B, H, qs, qe, 0, Lk, device)
-        if keep is None:
-            kinds = [1] * nk  # 1 = full
-        else:
-            cols = keep.reshape(-1, keep.shape[-1])  # (.., Lk or 1): any/all over b, h, q
-            col_any, col_all = cols.any(0), cols.all(0)
-            if col_any.numel() == 1:
-                kinds = [1 if bool(col_all) else (2 if bool(col_any) else 0)] * nk
+        kinds = torch.ones(nk, dtype=torch.long)  # 0 empty, 1 full, 2 partial
+        if mask is not None:
+            kinds = _and_kinds(kinds, _evaluated_kinds(block_keep(mask, None, B, H, qs, qe, 0, Lk, device), nk, block_k, Lk))
+        if mask_mod is not None:
+            if hasattr(mask_mod, "block_kinds"):  # structure known analytically: no evaluation
+                mod_kinds = mask_mod.block_kinds(qs, qe, ks, ke)
             else:
-                pad = nk * block_k - Lk
-                blk_any = torch.nn.functional.pad(col_any, (0, pad), value=False).view(nk, block_k).any(1)
-                blk_all = torch.nn.functional.pad(col_all, (0, pad), value=True).view(nk, block_k).all(1)
-                kinds = (blk_any.long() + (blk_any & ~blk_all).long()).tolist()  # 0 empty, 1 full, 2 partial
-        plan.append(QueryBlock(qs, qe, tuple(_merge(kinds, block_k, Lk, max_span))))
+                keep = block_keep(None, mask_mod, B, H, qs, qe, 0, Lk, device)
+                mod_kinds = _evaluated_kinds(keep, nk, block_k, Lk)
+            kinds = _and_kinds(kinds, mod_kinds)
+        plan.append(QueryBlock(qs, qe, tuple(_merge(kinds.tolist(), block_k, Lk, max_span))))
     return plan
+
+
+def _and_kinds(a: Tensor, b: Tensor) -> Tensor:
+    """Kinds of the conjunction of two masks (partial where unsure, which is always safe)."""
+    return torch.where((a == 0) | (b == 0), 0, torch.where((a == 1) & (b == 1), 1, 2))
+
+
+def _evaluated_kinds(keep: Tensor, nk: int, block_k: int, Lk: int) -> Tensor:
+    """Kinds of the key blocks from an evaluated keep-mask of shape (.., Lk or 1)."""
+    cols = keep.reshape(-1, keep.shape[-1])  # any/all over b, h, q
+    col_any, col_all = cols.any(0).cpu(), cols.all(0).cpu()
+    if col_any.numel() == 1:
+        return torch.full((nk,), 1 if bool(col_all) else (2 if bool(col_any) else 0))
+    pad = nk * block_k - Lk
+    blk_any = torch.nn.functional.pad(col_any, (0, pad), value=False).view(nk, block_k).any(1)
+    blk_all = torch.nn.functional.pad(col_all, (0, pad), value=True).view(nk, block_k).all(1)
+    return torch.where(~blk_any, 0, torch.where(blk_all, 1, 2))
 
 
 def _merge(kinds: list[int], block_k: int, Lk: int, max_span: int) -> list[Span]:

@@ -124,6 +124,25 @@ def _block_scores(x: Blocks, qb: Tensor, o: Opts, blk: QueryBlock, sp: Span, ws:
     return _apply_mask(_modded(s, o, blk, sp), o, blk, sp)
 
 
+def _may_have_dead_rows(sp: Span, o: Opts, x: Blocks) -> bool:
+    """Whether a row of the span can have no allowed key: never when some column is fully allowed."""
+    if o.score_mod is not None or x.bias is not None:  # either may put -inf anywhere
+        return True
+    return sum(b - a for a, b in sp.partial) == sp.ke - sp.ks
+
+
+def _accumulate(acc: Tensor, a: Tensor, b: Tensor, ws: Workspace, name: str) -> None:
+    """``acc += a @ b`` for 3-D tensors; ``acc`` may be a strided slice of a larger buffer.
+
+    PyTorch runs ``baddbmm_`` on a non-contiguous slice as one small matmul per batch entry;
+    a bmm into a workspace and one add is faster.
+    """
+    if acc.is_contiguous():
+        acc.baddbmm_(a, b)
+    else:
+        acc.add_(torch.bmm(a, b, out=ws.take(name, acc.shape)))
+
+
 def _softmax_(s: Tensor, o: Opts, sp: Span, x: Blocks) -> Tensor:
     """Fused softmax of a whole block, in place; rows with nothing allowed give zeros.
 
@@ -131,7 +150,7 @@ def _softmax_(s: Tensor, o: Opts, sp: Span, x: Blocks) -> Tensor:
     kernel parity tests check this.)
     """
     dead = None
-    if sp.partial or o.score_mod is not None or x.bias is not None:  # rows may be all -inf
+    if _may_have_dead_rows(sp, o, x):
         dead = torch.isneginf(s.amax(-1, keepdim=True))  # (B, H, bq, 1)
     p = torch.softmax(s, -1, out=s)
     if dead is not None and dead.any():
@@ -248,7 +267,7 @@ def backward_block(x: Blocks, o: Opts, qi: int, blk: QueryBlock, ws: Workspace, 
         if dweights is not None:
             dp += dweights[:, :, blk.qs:blk.qe, sp.ks:sp.ke]
         p_out = p if drop is None else p * drop
-        dv3[:, sp.ks:sp.ke].baddbmm_(_as3(p_out, x).transpose(1, 2), dob)
+        _accumulate(dv3[:, sp.ks:sp.ke], _as3(p_out, x).transpose(1, 2), dob, ws, "dv")
         if direct:  # ds = p ∘ (dp - rowsum(p ∘ dp)), fused
             ds = torch.ops.aten._softmax_backward_data.out(dp, p, -1, p.dtype, grad_input=dp)
         else:
@@ -260,5 +279,5 @@ def backward_block(x: Blocks, o: Opts, qi: int, blk: QueryBlock, ws: Workspace, 
             _slice4(dbias, blk.qs, blk.qe, sp.ks, sp.ke).add_(_reduce_to(ds, dbias.shape))
         ds3 = _as3(ds, x)  # (B·Hkv, G·bq, n)
         dqb.baddbmm_(ds3, x.k3[:, sp.ks:sp.ke])
-        dk3[:, sp.ks:sp.ke].baddbmm_(ds3.transpose(1, 2), qb)
+        _accumulate(dk3[:, sp.ks:sp.ke], ds3.transpose(1, 2), qb, ws, "dk")
     dq[:, :, blk.qs:blk.qe] = dqb.view(B, H, bq, D) * o.scale

@@ -23,7 +23,8 @@ def _covered(plan, Lq, Lk):
 
 @settings(max_examples=80, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 9), st.integers(1, 9),
-       st.integers(1, 30), st.sampled_from(["causal", "window", "padding", "random", "none"]))
+       st.integers(1, 30),
+       st.sampled_from(["causal", "window", "padding", "prefix", "and_or", "random", "none"]))
 def test_plan_is_exact(Lq, Lk, block_q, block_k, max_span, kind):
     B, H = 2, 3
     mask, mask_mod = None, None
@@ -33,6 +34,11 @@ def test_plan_is_exact(Lq, Lk, block_q, block_k, max_span, kind):
         mask_mod = masks.sliding_window(2)
     elif kind == "padding":
         mask_mod = masks.padding(torch.tensor([Lk // 2, Lk // 3]))
+    elif kind == "prefix":
+        mask_mod = masks.prefix_lm(torch.tensor([3, 7]))
+    elif kind == "and_or":
+        mask_mod = masks.or_masks(masks.and_masks(masks.causal(1), masks.sliding_window(3)),
+                                  masks.prefix_lm(2))
     elif kind == "random":
         mask = torch.rand(B, 1, Lq, Lk) > 0.8
     plan = plan_blocks(mask, mask_mod, B, H, Lq, Lk, block_q, block_k, max_span, None)
@@ -48,6 +54,13 @@ def test_plan_is_exact(Lq, Lk, block_q, block_k, max_span, kind):
     assert everywhere[grid == 1].all(), "a masked position was computed without the mask"
     for sp in (s for blk in plan for s in blk.spans):
         assert sp.ke - sp.ks <= max(max_span, block_k)
+
+
+def test_block_kinds_are_known_for_built_in_masks():
+    for mm in (masks.causal(), masks.sliding_window(4), masks.padding(torch.tensor([3])),
+               masks.prefix_lm(2), masks.and_masks(masks.causal(), masks.sliding_window(2))):
+        assert hasattr(mm, "block_kinds")
+    assert not hasattr(masks.block_diagonal(torch.arange(4)), "block_kinds")  # evaluated instead
 
 
 def test_sliding_window_skips_most_of_the_grid():
