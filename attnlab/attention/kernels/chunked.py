@@ -122,7 +122,7 @@ class _ChunkedAttention(torch.autograd.Function):
         out = q.new_empty(B, H, Lq, v.shape[-1])
         lse = q.new_full((B, H, Lq, 1), float("nan"))  # only filled for multi-span blocks
         weights = q.new_zeros(B, H, Lq, k.shape[2]) if o.return_weights else q.new_empty(0)
-        ws = Workspace(q)
+        ws = Workspace(q, o.plan)
         for qi, blk in enumerate(o.plan):
             ob, lb = forward_block(x, o, qi, blk, ws, weights if o.return_weights else None)
             out[:, :, blk.qs:blk.qe] = ob
@@ -154,7 +154,7 @@ class _ChunkedAttention(torch.autograd.Function):
         dk3 = k.new_zeros(B * hkv, Lk, D)  # accumulated in place by baddbmm_
         dv3 = v.new_zeros(B * hkv, Lk, v.shape[-1])
         dbias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[3] else None
-        ws = Workspace(q)
+        ws = Workspace(q, o.plan)
         for qi, blk in enumerate(o.plan):
             if blk.spans:
                 backward_block(x, o, qi, blk, ws, dout, lse, delta, dweights, (dq, dk3, dv3, dbias))

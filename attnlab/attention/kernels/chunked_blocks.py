@@ -47,6 +47,13 @@ class Blocks:
     bias: Tensor | None
     H: int
     hkv: int
+    _vt3: Tensor | None = None
+
+    def vt3(self) -> Tensor:
+        """vᵀ per batch entry, (B·Hkv, Dv, Lk) contiguous, made once (the backward needs it)."""
+        if self._vt3 is None:
+            self._vt3 = self.v3.transpose(1, 2).contiguous()
+        return self._vt3
 
     @classmethod
     def of(cls, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> "Blocks":
@@ -57,10 +64,16 @@ class Blocks:
 
 
 class Workspace:
-    """Reusable flat buffers, one per name, grown on demand."""
+    """Reusable flat buffers, one per name, each sized once for the largest block of the plan.
 
-    def __init__(self, like: Tensor):
+    Growing a buffer block by block (a causal plan's spans widen row by row) would touch fresh
+    pages every time, and first-touch page faults cost more than the matmuls they feed.
+    """
+
+    def __init__(self, like: Tensor, plan: list[QueryBlock]):
+        B, H = like.shape[:2]
         self.like = like
+        self.size = max((B * H * (b.qe - b.qs) * (sp.ke - sp.ks) for b in plan for sp in b.spans), default=0)
         self.bufs: dict[str, Tensor] = {}
 
     def take(self, name: str, shape: tuple[int, ...]) -> Tensor:
@@ -69,7 +82,7 @@ class Workspace:
             n *= d
         buf = self.bufs.get(name)
         if buf is None or buf.numel() < n:
-            buf = self.bufs[name] = self.like.new_empty(n)
+            buf = self.bufs[name] = self.like.new_empty(max(n, self.size))
         return buf[:n].view(shape)
 
 
@@ -245,6 +258,7 @@ def backward_block(x: Blocks, o: Opts, qi: int, blk: QueryBlock, ws: Workspace, 
     qb = _q_block(x, blk, o.scale)  # (B·Hkv, G·bq, D)
     dob = dout[:, :, blk.qs:blk.qe].reshape(B * x.hkv, qb.shape[1], -1)  # (B·Hkv, G·bq, Dv)
     dqb = torch.zeros_like(qb)
+    vt3 = x.vt3()  # (B·Hkv, Dv, Lk)
     direct = len(blk.spans) == 1  # the forward used the fused softmax
     for si, sp in enumerate(blk.spans):
         shape3 = (qb.shape[0], qb.shape[1], sp.ke - sp.ks)
@@ -259,7 +273,7 @@ def backward_block(x: Blocks, o: Opts, qi: int, blk: QueryBlock, ws: Workspace, 
             p = _softmax_(s, o, sp, x)
         else:
             p = s.sub_(lse[:, :, blk.qs:blk.qe]).exp_()  # (B, H, bq, n)
-        dp = torch.bmm(dob, x.v3[:, sp.ks:sp.ke].transpose(1, 2), out=ws.take("dp", shape3))
+        dp = torch.bmm(dob, vt3[:, :, sp.ks:sp.ke], out=ws.take("dp", shape3))
         dp = dp.view(p.shape)  # (B, H, bq, n)
         drop = _dropout_scale(p, o, qi, si)
         if drop is not None:
