@@ -34,7 +34,7 @@ from .chunked_blocks import Blocks, Opts, Workspace, backward_block, forward_blo
 # Elements in one (B, H, block_q, span) score block: bounds the kernel's working memory.
 SCORE_BLOCK_ELEMENTS = 1 << 22
 BLOCK_Q = 128  # query rows per block when a mask may let blocks be skipped
-BLOCK_K = 128  # key columns per block: the granularity at which masked work is skipped
+BLOCK_K = 64  # key columns per block: the granularity at which masked work is skipped
 
 
 def chunked_attention(
