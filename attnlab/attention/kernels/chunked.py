@@ -158,7 +158,7 @@ class _ChunkedAttention(torch.autograd.Function):
         for qi, blk in enumerate(o.plan):
             if blk.spans:
                 backward_block(x, o, qi, blk, ws, dout, lse, delta, dweights, (dq, dk3, dv3, dbias))
-        return dq, dk3.view(k.shape), dv3.view(v.shape), dbias, None, None
+        return dq.mul_(o.scale), dk3.view(k.shape), dv3.view(v.shape), dbias, None, None
 
 
 def _chunked(req: AttentionRequest):

@@ -1,0 +1,216 @@
+"""A GPT-style decoder-only language model (Radford et al. 2019, GPT-2).
+
+Token embeddings plus positions, a stack of pre-norm causal :class:`TransformerBlock` s, a final
+norm and a language-model head, optionally tied to the token embeddings::
+
+    model = Decoder(DecoderConfig(vocab_size=1000, d_model=64, num_layers=2, num_heads=4))
+    out = model(input_ids)                         # out.logits (B, L, 1000)
+    ids = model.generate(input_ids, max_new_tokens=32)
+
+Positions are learned absolute vectors by default (GPT-2); "sinusoidal" is the other embedding
+kind, and "rope" or "alibi" move positions into attention instead. With left padding, positions
+count real tokens only, so a padded row computes what it would alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..attention import LayerCaches
+from ..layers.blocks import TransformerBlock
+from ..layers.embeddings import Embeddings
+from ..layers.norm import create_norm
+from .generation import GenerationMixin
+
+# Positional encodings added to the token embeddings; any other name goes to the attention layers.
+_EMBEDDING_POSITIONS = ("learned", "sinusoidal")
+
+
+@dataclass
+class DecoderConfig:
+    """Sizes and parts of a :class:`Decoder`.
+
+    Args:
+        vocab_size: number of token ids.
+        d_model: width of the residual stream.
+        num_layers: number of blocks.
+        num_heads: query heads per block.
+        ffn_dim: feed-forward hidden width; defaults to ``4 * d_model``.
+        max_len: the longest sequence (learned positions have this many vectors).
+        num_kv_heads: key/value heads (grouped-query attention); defaults to ``num_heads``.
+        position: "learned", "sinusoidal" (added to embeddings), "rope" or "alibi" (in attention).
+        norm: "layernorm" or "rmsnorm".
+        activation: feed-forward activation ("gelu_tanh" is GPT-2's "gelu_new").
+        dropout: dropout on embeddings and residual branches.
+        attn_dropout: dropout on attention weights.
+        bias: biases in the attention and feed-forward maps.
+        eps: the norms' epsilon.
+        tie_embeddings: the LM head reuses the token embedding matrix.
+        init_std: standard deviation of the normal initialisation.
+        kernel: attention kernel, "auto" or a registered name.
+    """
+
+    vocab_size: int = 1000
+    d_model: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    ffn_dim: int | None = None
+    max_len: int = 128
+    num_kv_heads: int | None = None
+    position: str = "learned"
+    norm: str = "layernorm"
+    activation: str = "gelu_tanh"
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    bias: bool = True
+    eps: float = 1e-5
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+    kernel: str = "auto"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "d_model", "num_layers", "num_heads", "max_len"):
+            val = getattr(self, name)
+            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+                raise ValueError(f"DecoderConfig: {name} must be a positive int, got {val!r}")
+        if self.ffn_dim is None:
+            self.ffn_dim = 4 * self.d_model
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CausalLMOutput:
+    """What a causal language model returns.
+
+    Attributes:
+        logits: (B, L, V) next-token logits at every input position.
+        cache: the :class:`LayerCaches` passed in (updated in place), or None.
+        attentions: one (B, H, L, Lk) self-attention map per layer, or None unless requested
+            (Lk counts cached keys).
+    """
+
+    logits: Tensor
+    cache: LayerCaches | None = None
+    attentions: tuple[Tensor, ...] | None = None
+
+
+class Decoder(GenerationMixin, nn.Module):
+    """Decoder-only causal language model.
+
+    Submodules: ``embed`` (:class:`Embeddings`), ``blocks`` (``nn.ModuleList`` of
+    :class:`TransformerBlock`), ``norm`` (final norm), ``lm_head`` (``nn.Linear``, no bias).
+
+    Args:
+        config: a :class:`DecoderConfig`.
+    """
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        c = self.config = config
+        in_embeddings = c.position in _EMBEDDING_POSITIONS
+        self.embed = Embeddings(
+            c.vocab_size, c.d_model, max_len=c.max_len, position=c.position if in_embeddings else None,
+            dropout=c.dropout, init_std=c.init_std,
+        )
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                c.d_model, c.num_heads, c.ffn_dim, num_kv_heads=c.num_kv_heads, norm=c.norm, norm_first=True,
+                activation=c.activation, dropout=c.dropout, attn_dropout=c.attn_dropout,
+                position=None if in_embeddings else c.position, bias=c.bias, eps=c.eps, kernel=c.kernel,
+            )
+            for _ in range(c.num_layers)
+        )
+        self.norm = create_norm(c.norm, c.d_model, c.eps)
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self._init_weights()
+        if c.tie_embeddings:
+            self.lm_head.weight = self.embed.token.weight
+
+    def _init_weights(self) -> None:
+        """GPT-2's scheme: N(0, init_std) everywhere, zero biases, and the projections that end a
+        residual branch scaled by 1/sqrt(2 * num_layers)."""
+        std = self.config.init_std
+        for block in self.blocks:
+            for name, p in block.named_parameters():
+                if p.dim() == 2:
+                    branch_end = name.endswith(("out_proj.weight", "down.weight"))
+                    nn.init.normal_(p, std=std / math.sqrt(2 * self.config.num_layers) if branch_end else std)
+                elif name.endswith("bias") and "norm" not in name:
+                    nn.init.zeros_(p)
+        nn.init.normal_(self.lm_head.weight, std=std)
+
+    def new_cache(self, capacity: int = 64) -> LayerCaches:
+        """An empty KV cache for incremental decoding: one per block."""
+        return LayerCaches(len(self.blocks), capacity)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        cache: LayerCaches | None = None,
+        output_attentions: bool = False,
+        position_ids: Tensor | None = None,
+    ) -> CausalLMOutput:
+        """Next-token logits for every position.
+
+        Args:
+            input_ids: (B, n) token ids: the whole sequence, or only the new tokens with a cache.
+            attention_mask: (B, past + n) 1/True for real tokens, 0 for (left) padding, covering
+                the cached tokens too; None means no padding.
+            cache: :class:`LayerCaches` from :meth:`new_cache`, updated in place.
+            output_attentions: also return each layer's (B, H, n, past + n) attention weights.
+            position_ids: (n,) or (B, n) positions; by default counted over real tokens,
+                continuing after the cache.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"Decoder: input_ids must be (B, n), got {tuple(input_ids.shape)}")
+        B, n = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if cache is not None and len(cache) != len(self.blocks):
+            raise ValueError(f"Decoder: cache has {len(cache)} layers, the model {len(self.blocks)}")
+        key_mask, default_pos = _padding(attention_mask, B, past, n, input_ids.device)
+        if position_ids is None:
+            position_ids = default_pos  # (n,) or (B, n)
+
+        x = self.embed(input_ids, positions=position_ids if self.embed.position is not None else None)
+        maps = []
+        for i, block in enumerate(self.blocks):
+            out = block(
+                x, mask=key_mask, causal=True, cache=None if cache is None else cache[i],
+                output_attentions=output_attentions,
+            )
+            x = out.hidden  # (B, n, d_model)
+            maps.append(out.self_attention)
+        logits = self.lm_head(self.norm(x))  # (B, n, V)
+        return CausalLMOutput(logits=logits, cache=cache, attentions=tuple(maps) if output_attentions else None)
+
+
+def _padding(attention_mask: Tensor | None, B: int, past: int, n: int, device) -> tuple[Tensor | None, Tensor]:
+    """The key-padding mask (B, 1, 1, past + n) or None, and the default positions of the n new
+    tokens: ``arange(past, past + n)``, or counted over real tokens when there is padding."""
+    if attention_mask is None:
+        return None, torch.arange(past, past + n, device=device)  # (n,)
+    if tuple(attention_mask.shape) != (B, past + n):
+        raise ValueError(
+            f"Decoder: attention_mask must be (B, past + n) = {(B, past + n)} (it covers cached "
+            f"tokens), got {tuple(attention_mask.shape)}"
+        )
+    real = attention_mask.bool()  # (B, past + n)
+    pos = (real.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, n)
+    if bool(real.all()):
+        return None, pos
+    return real[:, None, None, :], pos  # (B, 1, 1, past + n)
+
+
+def tiny_config(**overrides) -> DecoderConfig:
+    """The ``decoder`` preset: 2 layers, width 64, 4 heads, vocabulary 1000, 128 positions."""
+    return DecoderConfig(**{**dict(vocab_size=1000, d_model=64, num_layers=2, num_heads=4, max_len=128), **overrides})
+
+
+__all__ = ["Decoder", "DecoderConfig", "CausalLMOutput", "tiny_config"]
