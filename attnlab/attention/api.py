@@ -41,8 +41,9 @@ class AttentionResult:
 
 
 # Preference order of ``kernel="auto"``: the first kernel that supports the request runs.
-# sdpa is PyTorch's fused kernel; chunked skips blocks a mask_mod rules out and returns exact
-# weights without materialising anything else; math is the reference that supports everything.
+# sdpa is PyTorch's fused kernel (plain requests, mask/bias tensors, plain causal); chunked runs
+# score_mods and mask_mods, skips blocks a mask rules out and returns exact weights without
+# materialising anything else; math is the reference that supports everything.
 AUTO_ORDER = ("sdpa", "chunked", "math")
 
 
@@ -93,9 +94,7 @@ def attend(
 
 def pick_kernel(req: AttentionRequest) -> str:
     """The kernel ``kernel="auto"`` runs for ``req``: the first of :data:`AUTO_ORDER` that can."""
-    prefers_blocks = req.mask_mod is not None or req.score_mod is not None or req.return_weights
-    order = ("chunked", "math") if prefers_blocks else AUTO_ORDER
-    for name in order:
+    for name in AUTO_ORDER:
         if get_kernel(name).unsupported(req) is None:
             return name
     return "math"

@@ -99,40 +99,35 @@ def materialize(mask_mod: MaskMod, B: int, H: int, Lq: int, Lk: int, device=None
 
 def and_masks(*mask_mods: MaskMod) -> MaskMod:
     """A mask_mod that allows a position only where every given mask_mod allows it."""
-    if not mask_mods:
-        raise ValueError("and_masks needs at least one mask_mod")
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        out = mask_mods[0](b, h, q_idx, kv_idx)
-        for mod in mask_mods[1:]:
-            out = out & mod(b, h, q_idx, kv_idx)
-        return out
-
-    if all(hasattr(m, "block_kinds") for m in mask_mods):
-
-        def block_kinds(qs, qe, ks, ke):
-            k = torch.stack([m.block_kinds(qs, qe, ks, ke) for m in mask_mods])
-            return _kinds((k == 1).all(0), (k == 0).any(0))
-
-        with_block_kinds(mask_mod, block_kinds)
-    return mask_mod
+    return _combine("and_masks", mask_mods, torch.logical_and, all_full=True)
 
 
 def or_masks(*mask_mods: MaskMod) -> MaskMod:
     """A mask_mod that allows a position where any given mask_mod allows it."""
+    return _combine("or_masks", mask_mods, torch.logical_or, all_full=False)
+
+
+def _combine(name: str, mask_mods: tuple[MaskMod, ...], op, all_full: bool) -> MaskMod:
+    """Fold mask_mods with ``op``; keep their block structure when all of them have one.
+
+    A block of the conjunction is full when all parts are full and empty when any is empty;
+    of the disjunction, full when any is full and empty when all are empty.
+    """
     if not mask_mods:
-        raise ValueError("or_masks needs at least one mask_mod")
+        raise ValueError(f"{name} needs at least one mask_mod")
 
     def mask_mod(b, h, q_idx, kv_idx):
         out = mask_mods[0](b, h, q_idx, kv_idx)
         for mod in mask_mods[1:]:
-            out = out | mod(b, h, q_idx, kv_idx)
+            out = op(out, mod(b, h, q_idx, kv_idx))
         return out
 
     if all(hasattr(m, "block_kinds") for m in mask_mods):
 
         def block_kinds(qs, qe, ks, ke):
-            k = torch.stack([m.block_kinds(qs, qe, ks, ke) for m in mask_mods])
+            k = torch.stack([m.block_kinds(qs, qe, ks, ke) for m in mask_mods])  # (parts, nk)
+            if all_full:
+                return _kinds((k == 1).all(0), (k == 0).any(0))
             return _kinds((k == 1).any(0), (k == 0).all(0))
 
         with_block_kinds(mask_mod, block_kinds)
@@ -156,6 +151,7 @@ def causal(offset: int = 0) -> MaskMod:
     def block_kinds(qs, qe, ks, ke):  # allowed iff q + offset - kv >= 0
         return _range_kinds(qs + offset - (ke - 1), qe - 1 + offset - ks, 0, float("inf"))
 
+    mask_mod.causal_offset = offset  # lets SDPA run it as is_causal when offset == 0
     return with_block_kinds(mask_mod, block_kinds)
 
 

@@ -3,9 +3,10 @@
 Token embeddings plus positions, a stack of pre-norm causal :class:`TransformerBlock` s, a final
 norm and a language-model head, optionally tied to the token embeddings::
 
-    model = Decoder(DecoderConfig(vocab_size=1000, d_model=64, num_layers=2, num_heads=4))
+    model = create("decoder")                      # the tiny preset; or Decoder(DecoderConfig(...))
     out = model(input_ids)                         # out.logits (B, L, 1000)
     ids = model.generate(input_ids, max_new_tokens=32)
+    model = load_pretrained("path/to/gpt2")        # a Hugging Face GPT-2 (see hf_gpt2.py)
 
 Positions are learned absolute vectors by default (GPT-2); "sinusoidal" is the other embedding
 kind, and "rope" or "alibi" move positions into attention instead. With left padding, positions
@@ -14,34 +15,35 @@ count real tokens only, so a padded row computes what it would alone.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..attention import LayerCaches
-from ..layers.blocks import TransformerBlock
-from ..layers.embeddings import Embeddings
-from ..layers.norm import create_norm
+from ..attention import LayerCaches, kernel_names
+from ..layers import Embeddings, TransformerBlock, activation_names, create_norm, norm_names
+from .checkpoint import PretrainedModel
 from .generation import GenerationMixin
+from .registry import ConfigError, ModelConfig, register_model
 
 # Positional encodings added to the token embeddings; any other name goes to the attention layers.
 _EMBEDDING_POSITIONS = ("learned", "sinusoidal")
 
 
-@dataclass
-class DecoderConfig:
-    """Sizes and parts of a :class:`Decoder`.
+@dataclasses.dataclass
+class DecoderConfig(ModelConfig):
+    """Sizes and parts of a :class:`Decoder`; the defaults are GPT-2 small's.
 
     Args:
         vocab_size: number of token ids.
         d_model: width of the residual stream.
         num_layers: number of blocks.
         num_heads: query heads per block.
-        ffn_dim: feed-forward hidden width; defaults to ``4 * d_model``.
+        ffn_dim: feed-forward hidden width.
         max_len: the longest sequence (learned positions have this many vectors).
-        num_kv_heads: key/value heads (grouped-query attention); defaults to ``num_heads``.
+        num_kv_heads: key/value heads (grouped-query attention); None means ``num_heads``.
         position: "learned", "sinusoidal" (added to embeddings), "rope" or "alibi" (in attention).
         norm: "layernorm" or "rmsnorm".
         activation: feed-forward activation ("gelu_tanh" is GPT-2's "gelu_new").
@@ -54,37 +56,58 @@ class DecoderConfig:
         kernel: attention kernel, "auto" or a registered name.
     """
 
-    vocab_size: int = 1000
-    d_model: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    ffn_dim: int | None = None
-    max_len: int = 128
+    family: ClassVar[str] = "decoder"
+
+    vocab_size: int = 50257
+    d_model: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    ffn_dim: int = 3072
+    max_len: int = 1024
     num_kv_heads: int | None = None
     position: str = "learned"
     norm: str = "layernorm"
     activation: str = "gelu_tanh"
-    dropout: float = 0.0
-    attn_dropout: float = 0.0
+    dropout: float = 0.1
+    attn_dropout: float = 0.1
     bias: bool = True
     eps: float = 1e-5
     tie_embeddings: bool = True
     init_std: float = 0.02
     kernel: str = "auto"
 
-    def __post_init__(self):
-        for name in ("vocab_size", "d_model", "num_layers", "num_heads", "max_len"):
-            val = getattr(self, name)
+    def build(self) -> "Decoder":
+        return Decoder(self)
+
+    @classmethod
+    def tiny(cls) -> dict[str, Any]:
+        return dict(vocab_size=97, d_model=32, num_layers=2, num_heads=4, ffn_dim=64, max_len=64)
+
+    def example_inputs(self, batch_size: int = 2, seq_len: int = 6) -> dict[str, Any]:
+        ids = torch.randint(0, self.vocab_size, (batch_size, seq_len))  # (B, L)
+        mask = torch.ones(batch_size, seq_len, dtype=torch.long)  # (B, L)
+        mask[0, : seq_len // 2] = 0  # a left-padded first row
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def validate(self) -> None:
+        for key in ("vocab_size", "d_model", "num_layers", "num_heads", "ffn_dim", "max_len"):
+            val = getattr(self, key)
             if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise ValueError(f"DecoderConfig: {name} must be a positive int, got {val!r}")
-        if self.ffn_dim is None:
-            self.ffn_dim = 4 * self.d_model
+                raise ConfigError(f"DecoderConfig: {key} must be a positive int, got {val!r}")
+        if self.d_model % self.num_heads:
+            raise ConfigError(f"DecoderConfig: d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+        if self.num_kv_heads is not None and (self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads):
+            raise ConfigError(
+                f"DecoderConfig: num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
+            )
+        positions = [*_EMBEDDING_POSITIONS, "rope", "alibi"]
+        for key, val, known in (("norm", self.norm, norm_names()), ("activation", self.activation, activation_names()),
+                                ("kernel", self.kernel, ["auto", *kernel_names()]), ("position", self.position, positions)):
+            if val not in known:
+                raise ConfigError(f"DecoderConfig: {key}={val!r} is not one of {', '.join(known)}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-
-@dataclass
+@dataclasses.dataclass
 class CausalLMOutput:
     """What a causal language model returns.
 
@@ -100,7 +123,7 @@ class CausalLMOutput:
     attentions: tuple[Tensor, ...] | None = None
 
 
-class Decoder(GenerationMixin, nn.Module):
+class Decoder(GenerationMixin, PretrainedModel):
     """Decoder-only causal language model.
 
     Submodules: ``embed`` (:class:`Embeddings`), ``blocks`` (``nn.ModuleList`` of
@@ -112,6 +135,7 @@ class Decoder(GenerationMixin, nn.Module):
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
+        config.validate()
         c = self.config = config
         in_embeddings = c.position in _EMBEDDING_POSITIONS
         self.embed = Embeddings(
@@ -208,9 +232,20 @@ def _padding(attention_mask: Tensor | None, B: int, past: int, n: int, device) -
     return real[:, None, None, :], pos  # (B, 1, 1, past + n)
 
 
-def tiny_config(**overrides) -> DecoderConfig:
-    """The ``decoder`` preset: 2 layers, width 64, 4 heads, vocabulary 1000, 128 positions."""
-    return DecoderConfig(**{**dict(vocab_size=1000, d_model=64, num_layers=2, num_heads=4, max_len=128), **overrides})
+# ----------------------------------------------------------------------------- presets
 
 
-__all__ = ["Decoder", "DecoderConfig", "CausalLMOutput", "tiny_config"]
+@register_model("decoder")
+def decoder_tiny() -> DecoderConfig:
+    """A 2-layer, 64-wide GPT-style decoder (vocabulary 1000, 128 positions) for tests and toys."""
+    return DecoderConfig(vocab_size=1000, d_model=64, num_layers=2, num_heads=4, ffn_dim=256, max_len=128,
+                         dropout=0.0, attn_dropout=0.0)
+
+
+@register_model("gpt2-small")
+def gpt2_small() -> DecoderConfig:
+    """The shape of GPT-2 small (Radford et al. 2019): 12 layers, width 768, 124M parameters."""
+    return DecoderConfig()
+
+
+__all__ = ["Decoder", "DecoderConfig", "CausalLMOutput"]

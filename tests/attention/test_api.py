@@ -43,7 +43,8 @@ def test_unknown_kernel_lists_the_known_ones():
 
 @pytest.mark.parametrize("kernel, kw, match", [
     ("sdpa", dict(return_weights=True), "sdpa cannot return attention weights"),
-    ("sdpa", dict(mask_mod=masks.causal()), "sdpa cannot run score_mod/mask_mod"),
+    ("sdpa", dict(mask_mod=masks.sliding_window(1)), "sdpa cannot run score_mod/mask_mod"),
+    ("sdpa", dict(mask_mod=masks.causal(), bias=torch.zeros(5, 6)), "sdpa cannot run score_mod/mask_mod"),
     ("flex", dict(return_weights=True), "flex cannot return attention weights"),
 ])
 def test_kernel_that_cannot_honour_the_request(kernel, kw, match):
@@ -59,13 +60,15 @@ def test_flex_refuses_backward_on_cpu():
 
 @pytest.mark.parametrize("kw, expected", [
     (dict(), "sdpa"),
-    (dict(mask=torch.ones(5, 6, dtype=torch.bool)), "sdpa"),
-    (dict(mask_mod=masks.causal()), "chunked"),
+    (dict(mask=torch.ones(6, 6, dtype=torch.bool)), "sdpa"),
+    (dict(mask_mod=masks.causal()), "sdpa"),  # plain causal runs as SDPA's is_causal
+    (dict(mask_mod=masks.causal(offset=1)), "chunked"),
+    (dict(mask_mod=masks.sliding_window(2)), "chunked"),
     (dict(score_mod=lambda s, b, h, qi, ki: s), "chunked"),
     (dict(return_weights=True), "chunked"),
 ])
 def test_auto_choice_is_visible(kw, expected):
-    res = attend(*_qkv(), **kw)
+    res = attend(*_qkv(Lq=6, Lk=6), **kw)
     assert res.kernel == expected
     assert (res.weights is not None) == kw.get("return_weights", False)
 

@@ -164,6 +164,17 @@ def test_sdpa_matches_math(case):
 
 
 @SETTINGS
+@given(st.integers(1, 2), st.integers(1, 3), st.integers(1, 3), st.integers(1, 30), st.integers(0, 99))
+def test_sdpa_runs_plain_causal_as_is_causal(B, hkv, G, L, seed):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, hkv * G, L, 8, generator=g, dtype=F64)
+    k, v = (torch.randn(B, hkv, L, 8, generator=g, dtype=F64) for _ in range(2))
+    kw = dict(mask_mod=masks.causal())
+    _check(_grads(_attend("math", False), q, k, v, kw, False),
+           _grads(_attend("sdpa", False), q, k, v, kw, False))
+
+
+@SETTINGS
 @given(requests())
 def test_flex_matches_math_forward(case):
     q, k, v, kw = case

@@ -1,0 +1,24 @@
+"""attnlab models: typed configs and presets by name, BERT-style encoders, task heads,
+checkpoint loading (attnlab's own and Hugging Face's) and sentence embeddings.
+
+    from attnlab.models import create, model_names, load_pretrained, embed
+    model = create("encoder-tiny", num_layers=3)
+    bert = load_pretrained("path/to/all-MiniLM-L6-v2")
+"""
+
+from .registry import ConfigError, ModelConfig, config_class, create, get_config, model_names, register_model
+from .outputs import EncoderOutput, SequenceClassifierOutput
+from .checkpoint import CheckpointError, PretrainedModel, copy_weights, read_state_dict
+from .encoder import Encoder, EncoderConfig, Pooler
+from .heads import SequenceClassificationHead, get_pooling, mean_pool, register_pooling
+from .pretrained import load_pretrained, register_loader, resolve_checkpoint
+from .embed import embed
+
+__all__ = [
+    "ModelConfig", "ConfigError", "register_model", "create", "get_config", "model_names", "config_class",
+    "EncoderOutput", "SequenceClassifierOutput",
+    "PretrainedModel", "CheckpointError", "read_state_dict", "copy_weights",
+    "Encoder", "EncoderConfig", "Pooler",
+    "SequenceClassificationHead", "mean_pool", "get_pooling", "register_pooling",
+    "load_pretrained", "register_loader", "resolve_checkpoint", "embed",
+]

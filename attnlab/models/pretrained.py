@@ -1,0 +1,132 @@
+"""``load_pretrained``: a checkpoint directory (or a Hugging Face Hub name) to an attnlab model.
+
+    model = load_pretrained("path/to/all-MiniLM-L6-v2")      # Hugging Face BERT -> Encoder
+    model = load_pretrained("runs/my-encoder")               # attnlab's own save_pretrained
+
+Dispatch reads ``config.json``: its ``model_type`` picks a loader from :data:`LOADERS`; a config
+without one is matched by its ``architectures``. A new format is one entry:
+``register_loader("gpt2", load_hf_gpt2, architectures=("GPT2LMHeadModel",))``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from .checkpoint import ATTNLAB_MODEL_TYPE, CONFIG_FILE, WEIGHT_FILES, CheckpointError, load_attnlab
+from .hf_bert import ARCHITECTURES as BERT_ARCHITECTURES
+from .hf_bert import load_hf_bert
+
+Loader = Callable[[Path, dict], nn.Module]
+# model_type -> loader(directory, parsed config.json)
+LOADERS: dict[str, Loader] = {ATTNLAB_MODEL_TYPE: load_attnlab, "bert": load_hf_bert}
+# architecture name -> model_type, for configs that lack model_type
+ARCHITECTURE_TYPES: dict[str, str] = {a: "bert" for a in BERT_ARCHITECTURES}
+
+# What snapshot_download fetches: configs, weights and tokenizer files, nothing else.
+HUB_PATTERNS = ["*.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "merges.txt", "*.model"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def register_loader(model_type: str, loader: Loader, architectures: tuple[str, ...] = ()) -> None:
+    """Add a checkpoint format.
+
+    Args:
+        model_type: the ``config.json`` ``model_type`` it handles.
+        loader: ``(directory, config dict) -> nn.Module``.
+        architectures: ``architectures`` names that mean this model_type when it is absent.
+    """
+    if model_type in LOADERS and LOADERS[model_type] is not loader:
+        raise ValueError(f"a loader for model_type {model_type!r} is already registered")
+    LOADERS[model_type] = loader
+    for arch in architectures:
+        ARCHITECTURE_TYPES[arch] = model_type
+
+
+def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) -> Path:
+    """A local directory for ``name_or_path``: the directory itself, or a Hub snapshot.
+
+    Args:
+        name_or_path: a local directory, or a Hub repo id such as
+            ``"sentence-transformers/all-MiniLM-L6-v2"`` (downloaded with
+            ``huggingface_hub.snapshot_download``, which must be installed).
+        revision: Hub revision (branch, tag or commit) for a repo id.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"load_pretrained: {path} is a file; pass the checkpoint directory")
+    name = str(name_or_path)
+    if not _HUB_ID.match(name):
+        raise FileNotFoundError(f"load_pretrained: no directory {path}")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(
+            f"load_pretrained: {name!r} is not a local directory, and huggingface_hub is not installed "
+            "to fetch it from the Hub (pip install huggingface_hub)"
+        ) from None
+    try:
+        return Path(snapshot_download(repo_id=name, revision=revision, allow_patterns=HUB_PATTERNS))
+    except Exception as e:  # noqa: BLE001 - network, auth and not-found errors all end here
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FileNotFoundError(
+            f"load_pretrained: {name!r} is not a local directory and could not be fetched from the Hub: {first}"
+        ) from None
+
+
+def load_pretrained(name_or_path: str | Path, *, revision: str | None = None) -> nn.Module:
+    """Load a model from a checkpoint directory or a Hugging Face Hub repo id.
+
+    Args:
+        name_or_path: a directory with ``config.json`` and weights (``model.safetensors``,
+            sharded safetensors, or ``pytorch_model.bin`` read with ``weights_only=True``),
+            or a Hub repo id.
+        revision: Hub revision, for a repo id.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        FileNotFoundError: no such directory, no config.json or no weights (says which).
+        CheckpointError: unsupported model_type/architecture (lists the supported ones),
+            missing weights, or a weight of the wrong shape (names both and both shapes).
+    """
+    directory = resolve_checkpoint(name_or_path, revision)
+    cfg_path = directory / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"load_pretrained: {directory} has no {CONFIG_FILE}")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"load_pretrained: {cfg_path} is not valid JSON: {e}") from None
+    if not any((directory / f).is_file() for f in WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"load_pretrained: {directory} has {CONFIG_FILE} but no weights; expected one of {', '.join(WEIGHT_FILES)}"
+        )
+    return LOADERS[_model_type(config, cfg_path)](directory, config)
+
+
+def supported() -> str:
+    """A one-line description of the formats :func:`load_pretrained` reads."""
+    return f"model_type in {sorted(LOADERS)}; architectures {sorted(ARCHITECTURE_TYPES)}"
+
+
+def _model_type(config: dict, where: Path) -> str:
+    model_type = config.get("model_type")
+    if model_type in LOADERS:
+        return model_type
+    archs = config.get("architectures") or []
+    for arch in archs:
+        if arch in ARCHITECTURE_TYPES and model_type is None:
+            return ARCHITECTURE_TYPES[arch]
+    what = f"model_type={model_type!r}" if model_type is not None else f"architectures={archs}"
+    raise CheckpointError(f"load_pretrained: {where}: unsupported {what}; supported: {supported()}")
+
+
+__all__ = ["load_pretrained", "register_loader", "resolve_checkpoint", "LOADERS", "ARCHITECTURE_TYPES", "supported"]

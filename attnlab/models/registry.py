@@ -1,0 +1,161 @@
+"""Models by name: typed configs, presets and ``create``.
+
+A model family is a config dataclass (subclass of :class:`ModelConfig`) whose ``build()``
+returns the module. A preset is a function returning a config, registered by name:
+
+    @register_model("encoder-tiny")
+    def encoder_tiny() -> EncoderConfig:
+        return EncoderConfig(vocab_size=128, d_model=32, num_layers=2, num_heads=4, ffn_dim=64)
+
+    model = create("encoder-tiny", num_layers=3)     # overrides are config fields
+    model_names()                                    # ["encoder-tiny", ...]
+
+An unknown override is an error naming the nearest field (difflib). Each family's config also
+says how the registry's smoke tests drive it: ``tiny()`` (small sizes) and ``example_inputs()``.
+Families are looked up by ``ModelConfig.family`` when an attnlab checkpoint is read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Callable, ClassVar
+
+from torch import nn
+
+_PRESETS: dict[str, Callable[[], "ModelConfig"]] = {}
+_FAMILIES: dict[str, type["ModelConfig"]] = {}
+
+
+class ConfigError(ValueError):
+    """A bad model config: an unknown key (named with the nearest valid one) or a bad value."""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Base class of model configs (subclasses are dataclasses with a ``family`` name).
+
+    Subclasses implement :meth:`build`, :meth:`tiny` and :meth:`example_inputs`; fields must be
+    JSON values (int, float, str, bool, None) so checkpoints can store them.
+    """
+
+    family: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.family:
+            if cls.family in _FAMILIES and _FAMILIES[cls.family].__qualname__ != cls.__qualname__:
+                raise ValueError(f"model family {cls.family!r} is already registered by {_FAMILIES[cls.family]}")
+            _FAMILIES[cls.family] = cls
+
+    def build(self) -> nn.Module:
+        """The model this config describes, freshly initialised."""
+        raise NotImplementedError(f"{type(self).__name__}.build")
+
+    @classmethod
+    def tiny(cls) -> dict[str, Any]:
+        """Overrides that make any preset of this family tiny (fast enough for unit tests)."""
+        raise NotImplementedError(f"{cls.__name__}.tiny")
+
+    def example_inputs(self, batch_size: int = 2, seq_len: int = 6) -> dict[str, Any]:
+        """Keyword arguments for one forward pass of the built model (random, valid)."""
+        raise NotImplementedError(f"{type(self).__name__}.example_inputs")
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on inconsistent values (called by :meth:`replace`)."""
+
+    # ------------------------------------------------------------------ dict round trip
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def replace(self, **overrides) -> "ModelConfig":
+        """A copy with ``overrides`` applied; unknown keys raise :class:`ConfigError`."""
+        check_keys(type(self), overrides, where=type(self).__name__)
+        new = dataclasses.replace(self, **overrides)
+        new.validate()
+        return new
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        """Build from a dict of fields; unknown keys raise :class:`ConfigError`."""
+        check_keys(cls, d, where=cls.__name__)
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+
+def check_keys(cls: type[ModelConfig], keys, where: str) -> None:
+    """Raise :class:`ConfigError` for the first key of ``keys`` that is not a field of ``cls``."""
+    valid = cls.field_names()
+    for key in keys:
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ConfigError(f"{where}: unknown config key {key!r}; {hint}valid keys: {', '.join(valid)}")
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def register_model(name: str):
+    """Decorator: register a preset function ``() -> ModelConfig`` under ``name``."""
+
+    def deco(fn: Callable[[], ModelConfig]):
+        if name in _PRESETS:
+            raise ValueError(f"model {name!r} is already registered")
+        _PRESETS[name] = fn
+        return fn
+
+    return deco
+
+
+def get_config(name: str, **overrides) -> ModelConfig:
+    """The preset config registered under ``name``, with ``overrides`` applied.
+
+    Args:
+        name: a registered model name (see :func:`model_names`).
+        **overrides: config fields to change; unknown keys raise :class:`ConfigError`.
+    """
+    try:
+        preset = _PRESETS[name]
+    except KeyError:
+        near = difflib.get_close_matches(name, list(_PRESETS), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown model {name!r}{hint}; known: {', '.join(model_names())}") from None
+    cfg = preset()
+    check_keys(type(cfg), overrides, where=f"model {name!r}")
+    return cfg.replace(**overrides)
+
+
+def create(name: str, **overrides) -> nn.Module:
+    """Build the model registered under ``name``.
+
+    Args:
+        name: a registered model name (see :func:`model_names`).
+        **overrides: config fields to change, e.g. ``num_layers=2``.
+    """
+    return get_config(name, **overrides).build()
+
+
+def model_names() -> list[str]:
+    """Names of the registered models, sorted."""
+    return sorted(_PRESETS)
+
+
+def config_class(family: str) -> type[ModelConfig]:
+    """The config class of a model family (as written in attnlab checkpoints)."""
+    try:
+        return _FAMILIES[family]
+    except KeyError:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(sorted(_FAMILIES))}") from None
+
+
+__all__ = [
+    "ModelConfig", "ConfigError", "register_model", "get_config", "create", "model_names",
+    "config_class", "check_keys",
+]
