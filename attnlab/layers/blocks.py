@@ -12,17 +12,22 @@ A pre-norm stack needs a final norm after its last block; that belongs to the mo
     out.self_attention    # (B, 8, L, L)
 
 Attention is :class:`attnlab.attention.MultiHeadAttention`: masks follow its convention (bool,
-True = may attend), and any kernel serves ``output_attentions`` (``auto`` picks ``chunked``,
-which returns exact weights).
+True = may attend). ``output_attentions`` works on every kernel: ``auto`` picks ``chunked``, which
+returns exact weights, and a block built with a kernel that cannot return weights (``sdpa``,
+``flex``) runs ``chunked`` for that call, with a warning.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
+import torch
 from torch import Tensor, nn
 
-from ..attention import KVCache, MultiHeadAttention, PositionalEncoding
+from ..attention import KVCache, MultiHeadAttention, PositionalEncoding, get_kernel
+from ..attention.kernels import AttentionRequest
 from ..attention.masks import MaskMod
 from .feedforward import Activation, FeedForward
 from .norm import NormFactory, create_norm
@@ -143,6 +148,7 @@ class TransformerBlock(nn.Module):
         h = self.attn_norm(x) if self.norm_first else x
         sa = self.self_attn(
             h, mask=mask, mask_mod=mask_mod, causal=causal, cache=cache, return_weights=output_attentions,
+            kernel=_weights_kernel(self.self_attn.kernel) if output_attentions else None,
         )
         x = self._residual(x, sa.out, self.attn_norm)  # (B, L, d_model)
 
@@ -189,10 +195,36 @@ class TransformerBlock(nn.Module):
         return self.cross_attn(
             h, key, key, mask=memory_mask, key_padding_mask=kpm, cache=cross_cache,
             return_weights=output_attentions,
+            kernel=_weights_kernel(self.cross_attn.kernel) if output_attentions else None,
         )
 
     def extra_repr(self) -> str:
         return f"norm_first={self.norm_first}, cross_attention={self.cross_attn is not None}"
+
+
+WEIGHTS_KERNEL = "chunked"  # exact weights, linear extra memory
+
+
+def _weights_kernel(kernel: str) -> str | None:
+    """The kernel to run when weights are requested: None keeps the module's own, unless that
+    kernel cannot return weights; then :data:`WEIGHTS_KERNEL`, with a warning."""
+    if kernel == "auto" or not _cannot_return_weights(kernel):
+        return None
+    warnings.warn(
+        f"kernel {kernel!r} cannot return attention weights; output_attentions=True runs "
+        f"{WEIGHTS_KERNEL!r} for this call", stacklevel=4,
+    )
+    return WEIGHTS_KERNEL
+
+
+@lru_cache(maxsize=None)
+def _cannot_return_weights(kernel: str) -> bool:
+    """Whether ``kernel`` refuses a request only because it asks for weights (probed once)."""
+    k = get_kernel(kernel)
+    t = torch.zeros(1, 1, 1, 1)
+    probe = dict(q=t, k=t, v=t, mask=None, bias=None, score_mod=None, mask_mod=None, scale=1.0, dropout_p=0.0)
+    return (k.unsupported(AttentionRequest(**probe, return_weights=True)) is not None
+            and k.unsupported(AttentionRequest(**probe, return_weights=False)) is None)
 
 
 __all__ = ["TransformerBlock", "BlockOutput"]

@@ -4,12 +4,15 @@ checkpoint loading (attnlab's own and Hugging Face's) and sentence embeddings.
     from attnlab.models import create, model_names, load_pretrained, embed
     model = create("encoder-tiny", num_layers=3)
     bert = load_pretrained("path/to/all-MiniLM-L6-v2")
+    gpt = load_pretrained("path/to/gpt2"); ids = gpt.generate(input_ids, max_new_tokens=32)
 """
 
 from .registry import ConfigError, ModelConfig, config_class, create, get_config, model_names, register_model
 from .outputs import EncoderOutput, SequenceClassifierOutput
 from .checkpoint import CheckpointError, PretrainedModel, copy_weights, read_state_dict
 from .encoder import Encoder, EncoderConfig, Pooler
+from .decoder import CausalLMOutput, Decoder, DecoderConfig
+from .generation import GenerationMixin, generate
 from .heads import SequenceClassificationHead, get_pooling, mean_pool, register_pooling
 from .pretrained import load_pretrained, register_loader, resolve_checkpoint
 from .embed import embed
@@ -19,6 +22,7 @@ __all__ = [
     "EncoderOutput", "SequenceClassifierOutput",
     "PretrainedModel", "CheckpointError", "read_state_dict", "copy_weights",
     "Encoder", "EncoderConfig", "Pooler",
+    "Decoder", "DecoderConfig", "CausalLMOutput", "GenerationMixin", "generate",
     "SequenceClassificationHead", "mean_pool", "get_pooling", "register_pooling",
     "load_pretrained", "register_loader", "resolve_checkpoint", "embed",
 ]

@@ -86,7 +86,7 @@ class DecoderConfig(ModelConfig):
     def example_inputs(self, batch_size: int = 2, seq_len: int = 6) -> dict[str, Any]:
         ids = torch.randint(0, self.vocab_size, (batch_size, seq_len))  # (B, L)
         mask = torch.ones(batch_size, seq_len, dtype=torch.long)  # (B, L)
-        mask[0, : seq_len // 2] = 0  # a left-padded first row
+        mask[0, seq_len // 2:] = 0  # a padded first row (generate() wants left padding instead)
         return {"input_ids": ids, "attention_mask": mask}
 
     def validate(self) -> None:
@@ -101,8 +101,11 @@ class DecoderConfig(ModelConfig):
                 f"DecoderConfig: num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
             )
         positions = [*_EMBEDDING_POSITIONS, "rope", "alibi"]
-        for key, val, known in (("norm", self.norm, norm_names()), ("activation", self.activation, activation_names()),
-                                ("kernel", self.kernel, ["auto", *kernel_names()]), ("position", self.position, positions)):
+        choices = (
+            ("norm", self.norm, norm_names()), ("activation", self.activation, activation_names()),
+            ("kernel", self.kernel, ["auto", *kernel_names()]), ("position", self.position, positions),
+        )
+        for key, val, known in choices:
             if val not in known:
                 raise ConfigError(f"DecoderConfig: {key}={val!r} is not one of {', '.join(known)}")
 
@@ -116,11 +119,17 @@ class CausalLMOutput:
         cache: the :class:`LayerCaches` passed in (updated in place), or None.
         attentions: one (B, H, L, Lk) self-attention map per layer, or None unless requested
             (Lk counts cached keys).
+        last_hidden_state: (B, L, d_model) output of the last block after the final norm: what
+            the LM head reads.
+        hidden_states: (embeddings, layer 1, ..., layer N), each (B, L, d_model), the last one
+            after the final norm, or None unless requested.
     """
 
     logits: Tensor
     cache: LayerCaches | None = None
     attentions: tuple[Tensor, ...] | None = None
+    last_hidden_state: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
 
 
 class Decoder(GenerationMixin, PretrainedModel):
@@ -179,6 +188,7 @@ class Decoder(GenerationMixin, PretrainedModel):
         attention_mask: Tensor | None = None,
         cache: LayerCaches | None = None,
         output_attentions: bool = False,
+        output_hidden_states: bool = False,
         position_ids: Tensor | None = None,
     ) -> CausalLMOutput:
         """Next-token logits for every position.
@@ -189,6 +199,7 @@ class Decoder(GenerationMixin, PretrainedModel):
                 the cached tokens too; None means no padding.
             cache: :class:`LayerCaches` from :meth:`new_cache`, updated in place.
             output_attentions: also return each layer's (B, H, n, past + n) attention weights.
+            output_hidden_states: also return the embeddings and every layer's output.
             position_ids: (n,) or (B, n) positions; by default counted over real tokens,
                 continuing after the cache.
         """
@@ -203,16 +214,28 @@ class Decoder(GenerationMixin, PretrainedModel):
             position_ids = default_pos  # (n,) or (B, n)
 
         x = self.embed(input_ids, positions=position_ids if self.embed.position is not None else None)
-        maps = []
+        hidden = [x] if output_hidden_states else None
+        maps = [] if output_attentions else None
         for i, block in enumerate(self.blocks):
             out = block(
                 x, mask=key_mask, causal=True, cache=None if cache is None else cache[i],
                 output_attentions=output_attentions,
             )
             x = out.hidden  # (B, n, d_model)
-            maps.append(out.self_attention)
-        logits = self.lm_head(self.norm(x))  # (B, n, V)
-        return CausalLMOutput(logits=logits, cache=cache, attentions=tuple(maps) if output_attentions else None)
+            if maps is not None:
+                maps.append(out.self_attention)  # (B, H, n, past + n)
+            if hidden is not None:
+                hidden.append(x)
+        x = self.norm(x)  # (B, n, d_model)
+        if hidden is not None:
+            hidden[-1] = x
+        return CausalLMOutput(
+            logits=self.lm_head(x),  # (B, n, V)
+            cache=cache,
+            attentions=None if maps is None else tuple(maps),
+            last_hidden_state=x,
+            hidden_states=None if hidden is None else tuple(hidden),
+        )
 
 
 def _padding(attention_mask: Tensor | None, B: int, past: int, n: int, device) -> tuple[Tensor | None, Tensor]:

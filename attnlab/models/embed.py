@@ -38,7 +38,7 @@ def embed(
             model object.
         batch_size: sentences per forward pass.
         max_length: truncate to this many tokens; defaults to the checkpoint's
-            ``sentence_bert_config.json`` ``max_seq_length``, else the tokenizer's limit.
+            ``sentence_bert_config.json`` ``max_seq_length``, else the model's ``max_len``.
         normalize: L2-normalise each embedding.
 
     Returns:
@@ -57,6 +57,8 @@ def embed(
             tokenizer = load_tokenizer(directory)
         if max_length is None:
             max_length = _sentence_max_length(directory)
+    if max_length is None:
+        max_length = getattr(getattr(model, "config", None), "max_len", None)
     if isinstance(sentences, str):
         sentences = [sentences]
     if batch_size < 1:

@@ -167,8 +167,11 @@ def generate(
     Returns:
         (B, L + n) long tensor, prompt included, with n <= ``max_new_tokens``.
     """
-    stops = _check_args(input_ids, max_new_tokens, num_beams, do_sample, eos_token_id, early_stopping, attention_mask)
+    stops = _check_args(
+        input_ids, max_new_tokens, num_beams, do_sample, eos_token_id, early_stopping, attention_mask
+    )
     check_sampling_args(temperature, top_k, top_p)
+    early_stopping = early_stopping if early_stopping == "never" else bool(early_stopping)
     pad = pad_token_id if pad_token_id is not None else (stops[0] if stops else 0)
     state = model.begin_decoding(input_ids, attention_mask, use_cache)
     prefix = state.tokens  # (B, L0)
@@ -186,7 +189,9 @@ def generate(
     )
 
 
-def _sample_loop(state, logits, *, max_new_tokens, stop_ids, pad_token_id, do_sample, temperature, top_k, top_p, generator):
+def _sample_loop(
+    state, logits, *, max_new_tokens, stop_ids, pad_token_id, do_sample, temperature, top_k, top_p, generator
+):
     """Greedy or sampled decoding, one token per row per step."""
     seq = state.tokens  # (B, L0)
     stop = torch.tensor(stop_ids, dtype=torch.long, device=seq.device)  # (S,)
@@ -204,10 +209,13 @@ def _sample_loop(state, logits, *, max_new_tokens, stop_ids, pad_token_id, do_sa
     return seq
 
 
-def _check_args(input_ids, max_new_tokens, num_beams, do_sample, eos_token_id, early_stopping, attention_mask) -> list[int]:
+def _check_args(
+    input_ids, max_new_tokens, num_beams, do_sample, eos_token_id, early_stopping, attention_mask
+) -> list[int]:
     """Validate; return the stop tokens as a list."""
     if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.dtype != torch.long:
-        what = f"{tuple(input_ids.shape)} {input_ids.dtype}" if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        is_tensor = isinstance(input_ids, Tensor)
+        what = f"{tuple(input_ids.shape)} {input_ids.dtype}" if is_tensor else type(input_ids).__name__
         raise ValueError(f"generate: input_ids must be a (B, L) long tensor, got {what}")
     if input_ids.shape[1] == 0:
         raise ValueError("generate: input_ids is empty (L = 0); give at least one prompt token")

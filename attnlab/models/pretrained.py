@@ -20,12 +20,16 @@ from torch import nn
 from .checkpoint import ATTNLAB_MODEL_TYPE, CONFIG_FILE, WEIGHT_FILES, CheckpointError, load_attnlab
 from .hf_bert import ARCHITECTURES as BERT_ARCHITECTURES
 from .hf_bert import load_hf_bert
+from .hf_gpt2 import ARCHITECTURES as GPT2_ARCHITECTURES
+from .hf_gpt2 import load_hf_gpt2
 
 Loader = Callable[[Path, dict], nn.Module]
 # model_type -> loader(directory, parsed config.json)
-LOADERS: dict[str, Loader] = {ATTNLAB_MODEL_TYPE: load_attnlab, "bert": load_hf_bert}
+LOADERS: dict[str, Loader] = {ATTNLAB_MODEL_TYPE: load_attnlab, "bert": load_hf_bert, "gpt2": load_hf_gpt2}
 # architecture name -> model_type, for configs that lack model_type
-ARCHITECTURE_TYPES: dict[str, str] = {a: "bert" for a in BERT_ARCHITECTURES}
+ARCHITECTURE_TYPES: dict[str, str] = {
+    **{a: "bert" for a in BERT_ARCHITECTURES}, **{a: "gpt2" for a in GPT2_ARCHITECTURES},
+}
 
 # What snapshot_download fetches: configs, weights and tokenizer files, nothing else.
 HUB_PATTERNS = ["*.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "merges.txt", "*.model"]

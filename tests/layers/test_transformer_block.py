@@ -187,3 +187,12 @@ def test_backward_reaches_every_parameter():
     b = _block(cross_attention=True, activation="swiglu", norm="rmsnorm")
     b(torch.randn(2, 3, 16, dtype=DT), memory=torch.randn(2, 4, 16, dtype=DT)).hidden.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in b.parameters())
+
+
+def test_weights_from_a_kernel_without_weights_fall_back_visibly():
+    x = torch.randn(2, 5, 16, dtype=DT)
+    ref = _block(kernel="math")(x, causal=True, output_attentions=True)
+    with pytest.warns(UserWarning, match="kernel 'sdpa' cannot return attention weights; .* runs 'chunked'"):
+        out = _block(kernel="sdpa")(x, causal=True, output_attentions=True)
+    torch.testing.assert_close(out.self_attention, ref.self_attention, **TOL)
+    torch.testing.assert_close(out.hidden, ref.hidden, **TOL)

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ..masks import MaskMod, ScoreMod, index_grid
 from .base import AttentionRequest, FunctionKernel, register_kernel
-from .blockplan import QueryBlock, plan_blocks
+from .blockplan import plan_blocks
 from .chunked_blocks import Blocks, Opts, Workspace, backward_block, forward_block
 
 # Elements in one (B, H, block_q, span) score block: bounds the kernel's working memory.
