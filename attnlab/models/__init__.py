@@ -12,7 +12,11 @@ from .outputs import EncoderOutput, SequenceClassifierOutput
 from .checkpoint import CheckpointError, PretrainedModel, copy_weights, read_state_dict
 from .encoder import Encoder, EncoderConfig, Pooler
 from .decoder import CausalLMOutput, Decoder, DecoderConfig
+from .vit import ViT, ViTConfig
+from .cnn_attention import CNNAttention, CNNAttentionConfig
+from .rnn_attention import BiLSTMTagger, BiLSTMTaggerConfig, RNNSeq2Seq, RNNSeq2SeqConfig
 from .generation import GenerationMixin, generate
+from .encoder_decoder import EncoderDecoder, EncoderDecoderConfig
 from .heads import SequenceClassificationHead, get_pooling, mean_pool, register_pooling
 from .pretrained import load_pretrained, register_loader, resolve_checkpoint
 from .embed import embed
@@ -23,6 +27,9 @@ __all__ = [
     "PretrainedModel", "CheckpointError", "read_state_dict", "copy_weights",
     "Encoder", "EncoderConfig", "Pooler",
     "Decoder", "DecoderConfig", "CausalLMOutput", "GenerationMixin", "generate",
+    "EncoderDecoder", "EncoderDecoderConfig",
+    "ViT", "ViTConfig", "CNNAttention", "CNNAttentionConfig",
+    "RNNSeq2Seq", "RNNSeq2SeqConfig", "BiLSTMTagger", "BiLSTMTaggerConfig",
     "SequenceClassificationHead", "mean_pool", "get_pooling", "register_pooling",
     "load_pretrained", "register_loader", "resolve_checkpoint", "embed",
 ]

@@ -59,6 +59,8 @@ class CausalLMState:
     """
 
     def __init__(self, model, input_ids: Tensor, attention_mask: Tensor | None, use_cache: bool):
+        if attention_mask is not None and not attention_mask[:, -1].bool().all():
+            raise ValueError("generate: the last prompt token of every row must be real: pad on the left")
         self.model = model
         self.tokens = input_ids  # (B, L)
         self.mask = None if attention_mask is None else attention_mask.bool()  # (B, L)
@@ -233,8 +235,6 @@ def _check_args(
                 f"generate: attention_mask must match input_ids {tuple(input_ids.shape)}, "
                 f"got {tuple(attention_mask.shape)}"
             )
-        if not attention_mask[:, -1].bool().all():
-            raise ValueError("generate: the last prompt token of every row must be real: pad on the left")
     if eos_token_id is None:
         return []
     stops = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)

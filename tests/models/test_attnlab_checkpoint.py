@@ -33,8 +33,8 @@ def test_bad_attnlab_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match="model.safetensors: does not match its config.json:.*ffn"):
         load_pretrained(d)
 
-    (d / "config.json").write_text(json.dumps({**meta, "family": "vit"}))
-    with pytest.raises(ValueError, match="unknown model family 'vit'; known: .*encoder"):
+    (d / "config.json").write_text(json.dumps({**meta, "family": "perceiver"}))
+    with pytest.raises(ValueError, match="unknown model family 'perceiver'; known: .*encoder"):
         load_pretrained(d)
 
     (d / "config.json").write_text("{not json")

@@ -29,7 +29,9 @@ def test_forward_backward(name):
     inputs = cfg.example_inputs(batch_size=2, seq_len=6)
     out = model(**inputs)
     y = _main(out)
-    assert y.shape[:2] == (2, 6) and torch.isfinite(y).all()
+    assert torch.isfinite(y).all()
+    # token models give one row per position; image classifiers give (B, num_classes)
+    assert y.shape[:2] == (2, 6) if "input_ids" in inputs else y.shape[0] == 2
     outputs = [getattr(out, f.name) for f in dataclasses.fields(out)]  # every tensor output (pooler too)
     sum(t.square().mean() for t in outputs if isinstance(t, torch.Tensor)).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
@@ -41,6 +43,9 @@ def test_output_attentions_and_hidden_states(name):
     cfg = _tiny(name)
     model = cfg.build().eval()
     inputs = cfg.example_inputs(batch_size=2, seq_len=6)
+    if hasattr(cfg, "attention_shapes"):  # maps not (B, H, L, L) per layer: ViT, CBAM, RNNs
+        _check_declared_attentions(cfg, model, inputs)
+        return
     out = model(**inputs, output_attentions=True, output_hidden_states=True)
     n, H = cfg.num_layers, cfg.num_heads
     assert len(out.attentions) == n and len(out.hidden_states) == n + 1
@@ -52,6 +57,22 @@ def test_output_attentions_and_hidden_states(name):
         pad = ~mask.bool()[:, None, None, :].expand_as(out.attentions[0])
         assert all((w[pad] == 0).all() for w in out.attentions)
     torch.testing.assert_close(out.hidden_states[-1], _main(model(**inputs)))
+
+
+def _check_declared_attentions(cfg, model, inputs):
+    """Families whose maps are not per-layer (B, H, L, L) token self-attention declare their
+    shapes (``cfg.attention_shapes``) and whether rows are distributions (``attention_normalised``)."""
+    out = model(**inputs, output_attentions=True)
+    assert [tuple(w.shape) for w in out.attentions] == cfg.attention_shapes(batch_size=2, seq_len=6)
+    for w in out.attentions:
+        assert ((w >= 0) & (w <= 1)).all()
+        if cfg.attention_normalised:
+            torch.testing.assert_close(w.sum(-1), torch.ones_like(w.sum(-1)))
+    mask = inputs.get("attention_mask")
+    if mask is not None:  # padding keys (the last axis) get no weight
+        pad = ~mask.bool()
+        assert all((w.movedim(-1, 0)[pad.T] == 0).all() for w in out.attentions)
+    torch.testing.assert_close(_main(out), _main(model(**inputs)))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -7,7 +7,9 @@ Forward (per query block, over its key spans; Milakov & Gimelshein 2018, Dao et 
     l = l·exp(m - m') + rowsum p;  acc = acc·exp(m - m') + p·v
     out = acc / l;  lse = m + log l                    # lse is all the backward keeps
 
-Backward recomputes each block from ``lse`` (no (Lq, Lk) tensor is ever kept)::
+A query block whose allowed keys fit one span (the common case) skips the running statistics:
+one fused softmax, computed in place, and the backward recomputes it and uses PyTorch's fused
+softmax backward. Backward recomputes each block (no (Lq, Lk) tensor is ever kept)::
 
     p = exp(s - lse);  dv += pᵀ·dout;  dp = dout·vᵀ (+ dweights)
     ds = p ∘ (dp - delta),  delta = rowsum(dout ∘ out) (+ rowsum(weights ∘ dweights))
