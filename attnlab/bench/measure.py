@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import os
+import platform
 import resource
 import sys
 import time
@@ -276,3 +277,15 @@ def _cap_address_space(fraction: float = 0.95) -> None:
 def _one_line(e: BaseException, limit: int = 200) -> str:
     msg = " ".join(str(e).split()) or type(e).__name__
     return msg if len(msg) <= limit else msg[: limit - 1] + "…"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"

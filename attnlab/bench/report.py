@@ -1,4 +1,5 @@
-"""Showing a :class:`~attnlab.bench.attention.BenchResult`: rich tables and a JSON file.
+"""Showing a :class:`~attnlab.bench.attention.BenchResult` (and the model benchmark's
+:class:`~attnlab.bench.model.ModelBenchResult`): rich tables and a JSON file.
 
 A cell without a time shows a short status and a footnote number; the footnotes under the table
 give the reason (``would not fit (needs X GiB, ...)``, ``skipped: estimated ...``, the error).
@@ -20,6 +21,7 @@ from rich.text import Text
 from .attention import BenchResult, MaskRow, SweepRow
 from .impls import FLEX_COMPILED, FWD, FWD_BWD, SDPA_IS_CAUSAL
 from .measure import CRASHED, ERROR, MiB, NA, NO_FIT, OOM, SKIPPED, TIMEOUT, Outcome
+from .model import ModelBenchResult
 
 SHORT = {NA: "n/a", NO_FIT: "no fit", SKIPPED: "skipped", OOM: "OOM", TIMEOUT: "timeout",
          CRASHED: "crashed", ERROR: "error"}
@@ -27,8 +29,8 @@ MASK_LABELS = {"chunked": "chunked mask_mod", "sdpa": "sdpa dense mask",
                SDPA_IS_CAUSAL: "sdpa is_causal", FLEX_COMPILED: "flex compiled"}
 
 
-def write_json(result: BenchResult, path: str | Path) -> Path:
-    """Write ``result`` as JSON, atomically (a temporary file, then ``os.replace``).
+def write_json(result: BenchResult | ModelBenchResult, path: str | Path) -> Path:
+    """Write ``result`` (a dataclass) as JSON, atomically (a temporary file, then ``os.replace``).
 
     Args:
         result: what the benchmark measured.
@@ -182,3 +184,59 @@ def _cells(o: Outcome, ratio: float | None, notes: _Footnotes) -> tuple[str, str
 
 def _ms(x: float) -> str:
     return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 100 else f"{x:.0f}"
+
+
+# ----------------------------------------------------------------------------- attnlab bench model
+
+
+def model_setup_table(result: ModelBenchResult) -> Table:
+    """Versions, CPU, threads, shapes and timing of ``attnlab bench model``, as a grid."""
+    s = result.setup
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold")
+    t.add_column()
+    rows = [
+        ("attnlab / torch / transformers",
+         f"{s['attnlab']} / {s['torch']} / {s['transformers'] or 'not installed'} (Python {s['python']})"),
+        ("device", f"{s['device']}: {s['device_name']}"),
+        ("threads", f"{s['threads']} torch threads, {s['cpu_count']} CPUs"),
+        ("encoder", f"{s['model']}: B={s['batch']} x L={s['seq_len']}, {s['inputs']}"),
+        ("generation", f"{s['decoder']} (random init): B={s['gen_batch']}, prompt {s['prompt_len']}, "
+                       f"{s['new_tokens']} new tokens, greedy"),
+        ("timing", f"median of {s['repeats']} calls after {s['warmup']} warmup, within "
+                   f"{s['max_seconds']:g} s per case; {s['forward']}"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def model_report(result: ModelBenchResult) -> list:
+    """Everything ``attnlab bench model`` prints, in order: setup, notes, encoder, generation."""
+    out: list = [model_setup_table(result)]
+    out += [Text(n, style="yellow") for n in result.notes]
+    repeats = result.setup.get("repeats", 1)
+    star = Text(f"* median of fewer than {repeats} calls, to stay within --max-seconds", style="dim")
+    if result.encoder:
+        t = Table(title="encoder forward: ms per batch (median), tokens/s, tokens/s ÷ Hugging Face's "
+                        "(above 1 = attnlab faster)", title_justify="left", box=box.SIMPLE_HEAD)
+        for name in ("impl", "kernel", "ran", "ms", "tokens/s", "÷hf"):
+            t.add_column(name, justify="left" if name in ("impl", "kernel", "ran") else "right")
+        for r in result.encoder:
+            t.add_row(r.impl, r.kernel, r.ran, _ms(r.ms) + ("*" if r.repeats < repeats else ""),
+                      f"{r.tokens_per_s:,.0f}", "" if r.vs_hf is None else f"{r.vs_hf:.2f}x")
+        starred = any(r.repeats < repeats for r in result.encoder)
+        out.append(Group(t, *([star] if starred else [])))
+    if result.generation:
+        t = Table(title="greedy generation: ms per generate call (median), new tokens/s, cache speedup "
+                        "(no-cache time ÷ cache time)", title_justify="left", box=box.SIMPLE_HEAD)
+        for name in ("impl", "use_cache", "ms", "new tokens/s", "speedup", "same tokens"):
+            t.add_column(name, justify="left" if name in ("impl", "use_cache") else "right")
+        for r in result.generation:
+            same = "" if r.same_tokens is None else ("yes" if r.same_tokens else "NO")
+            t.add_row(r.impl, str(r.use_cache), _ms(r.ms) + ("*" if r.repeats < repeats else ""),
+                      f"{r.tokens_per_s:,.1f}",
+                      "" if r.cache_speedup is None else f"{r.cache_speedup:.2f}x", same)
+        starred = any(r.repeats < repeats for r in result.generation)
+        out.append(Group(t, *([star] if starred else [])))
+    return out
