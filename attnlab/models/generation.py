@@ -99,31 +99,15 @@ class GenerationMixin:
     def begin_decoding(self, input_ids: Tensor, attention_mask: Tensor | None, use_cache: bool) -> DecodeState:
         return CausalLMState(self, input_ids, attention_mask, use_cache)
 
-    def generate(
-        self,
-        input_ids: Tensor,
-        max_new_tokens: int = 32,
-        use_cache: bool = True,
-        num_beams: int = 1,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_token_id: int | list[int] | None = None,
-        length_penalty: float = 1.0,
-        early_stopping: bool | str = False,
-        generator: torch.Generator | None = None,
-        *,
-        attention_mask: Tensor | None = None,
-        pad_token_id: int | None = None,
-    ) -> Tensor:
-        """Continue ``input_ids`` by up to ``max_new_tokens`` tokens. See :func:`generate`."""
-        return generate(
-            self, input_ids, max_new_tokens=max_new_tokens, use_cache=use_cache, num_beams=num_beams,
-            do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-            eos_token_id=eos_token_id, length_penalty=length_penalty, early_stopping=early_stopping,
-            generator=generator, attention_mask=attention_mask, pad_token_id=pad_token_id,
-        )
+    def generate(self, input_ids: Tensor, **kwargs) -> Tensor:
+        """Continue ``input_ids`` by up to ``max_new_tokens`` tokens.
+
+        The keyword arguments are those of :func:`generate` (``max_new_tokens``, ``use_cache``,
+        ``num_beams``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``eos_token_id``,
+        ``length_penalty``, ``early_stopping``, ``generator``, ``attention_mask``,
+        ``pad_token_id``).
+        """
+        return generate(self, input_ids, **kwargs)
 
 
 @torch.no_grad()
