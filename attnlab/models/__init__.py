@@ -17,7 +17,10 @@ from .cnn_attention import CNNAttention, CNNAttentionConfig
 from .rnn_attention import BiLSTMTagger, BiLSTMTaggerConfig, RNNSeq2Seq, RNNSeq2SeqConfig
 from .generation import GenerationMixin, generate
 from .encoder_decoder import EncoderDecoder, EncoderDecoderConfig
-from .heads import SequenceClassificationHead, get_pooling, mean_pool, register_pooling
+from .heads import (
+    RegressionHead, SequenceClassificationHead, TokenClassificationHead, get_pooling, mean_pool,
+    register_pooling,
+)
 from .pretrained import load_pretrained, register_loader, resolve_checkpoint
 from .embed import embed
 
@@ -30,6 +33,6 @@ __all__ = [
     "EncoderDecoder", "EncoderDecoderConfig",
     "ViT", "ViTConfig", "CNNAttention", "CNNAttentionConfig",
     "RNNSeq2Seq", "RNNSeq2SeqConfig", "BiLSTMTagger", "BiLSTMTaggerConfig",
-    "SequenceClassificationHead", "mean_pool", "get_pooling", "register_pooling",
+    "SequenceClassificationHead", "TokenClassificationHead", "RegressionHead", "mean_pool", "get_pooling", "register_pooling",
     "load_pretrained", "register_loader", "resolve_checkpoint", "embed",
 ]

@@ -210,6 +210,12 @@ class Encoder(PretrainedModel):
 # ----------------------------------------------------------------------------- presets
 
 
+@register_model("encoder")
+def encoder_small() -> EncoderConfig:
+    """A small BERT-style encoder to train from scratch: 4 layers, width 256, 4 heads."""
+    return EncoderConfig(vocab_size=8000, d_model=256, num_layers=4, num_heads=4, ffn_dim=1024, max_len=512)
+
+
 @register_model("encoder-tiny")
 def encoder_tiny() -> EncoderConfig:
     """A 2-layer, 32-wide encoder for tests."""

@@ -1,7 +1,12 @@
-"""Task heads that sit on an encoder's hidden states, and the poolings they use.
+"""Task heads that sit on a model's hidden states, and the poolings they use.
 
     head = SequenceClassificationHead(d_model, num_labels=3, pooling="mean")
     logits = head(out.last_hidden_state, attention_mask)     # (B, 3)
+    tags = TokenClassificationHead(d_model, num_labels=9)(out.last_hidden_state)   # (B, L, 9)
+    y = RegressionHead(d_model, num_outputs=7 * 96, pooling="mean")(h, mask)       # (B, 672)
+
+Language modelling and generation heads live with their models (the decoder's tied LM head,
+the encoder-decoder's output projection); image classification is the ViT/CNN classifier.
 
 Poolings are registered by name: ``cls`` (the first token) and ``mean`` (over real tokens, the
 sentence-transformers recipe).
@@ -81,4 +86,51 @@ class SequenceClassificationHead(nn.Module):
         return f"pooling={self.pooling!r}"
 
 
-__all__ = ["SequenceClassificationHead", "cls_pool", "mean_pool", "get_pooling", "register_pooling"]
+class TokenClassificationHead(nn.Module):
+    """Per-token logits (NER, tagging): dropout and a linear map on every position.
+
+    Args:
+        hidden: width of the hidden states.
+        num_labels: number of tags.
+        dropout: dropout before the classifier.
+    """
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_labels)
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        """(B, L, hidden) -> (B, L, num_labels) logits."""
+        return self.classifier(self.dropout(hidden_states))
+
+
+class RegressionHead(nn.Module):
+    """Pool the sequence, then a small MLP to real-valued outputs (regression, forecasting).
+
+    Args:
+        hidden: width of the hidden states.
+        num_outputs: output size, e.g. horizon x channels for forecasting.
+        pooling: "cls" or "mean" (see :func:`get_pooling`).
+        dropout: dropout before the output layer.
+    """
+
+    def __init__(self, hidden: int, num_outputs: int, pooling: str = "mean", dropout: float = 0.0):
+        super().__init__()
+        self.pooling = pooling
+        self.pool = get_pooling(pooling)
+        self.proj = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout),
+                                  nn.Linear(hidden, num_outputs))
+
+    def forward(self, hidden_states: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, L, hidden) states and (B, L) mask -> (B, num_outputs)."""
+        return self.proj(self.pool(hidden_states, attention_mask))
+
+    def extra_repr(self) -> str:
+        return f"pooling={self.pooling!r}"
+
+
+__all__ = [
+    "SequenceClassificationHead", "TokenClassificationHead", "RegressionHead",
+    "cls_pool", "mean_pool", "get_pooling", "register_pooling",
+]
