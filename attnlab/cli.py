@@ -366,9 +366,11 @@ def models_list() -> None:
 
     from attnlab.models.summary import summarize_all
 
-    table = Table("model", "family", "parameters")
+    from attnlab.models.registry import preset_description
+
+    table = Table("model", "family", "parameters", "description")
     for s in summarize_all():
-        table.add_row(s.name, s.family, f"{s.num_params:,}")
+        table.add_row(s.name, s.family, f"{s.num_params:,}", preset_description(s.name))
     Console().print(table)
 
 

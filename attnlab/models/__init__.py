@@ -23,6 +23,9 @@ from .heads import (
 )
 from .pretrained import load_pretrained, register_loader, resolve_checkpoint
 from .embed import embed
+from .registry import load_preset_files
+
+load_preset_files()  # the YAML presets in attnlab/configs/models, now that every family is imported
 
 __all__ = [
     "ModelConfig", "ConfigError", "register_model", "create", "get_config", "model_names", "config_class",

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..layers import CBAM
 from .checkpoint import PretrainedModel
 from .outputs import ImageClassifierOutput
-from .registry import ConfigError, ModelConfig, register_model
+from .registry import ConfigError, ModelConfig
 
 
 @dataclasses.dataclass
@@ -168,21 +168,6 @@ class CNNAttention(PretrainedModel):
             maps.append(spatial)
         pooled = self.dropout(x.mean(dim=(2, 3)))  # (B, C_last)
         return ImageClassifierOutput(logits=self.head(pooled), attentions=tuple(maps) if output_attentions else None)
-
-
-# ----------------------------------------------------------------------------- presets
-
-
-@register_model("cnn_attention")
-def cnn_attention() -> CNNAttentionConfig:
-    """A 3-stage (32, 64, 128 channels), 6-block CBAM ResNet for 32x32 RGB images (CIFAR-sized)."""
-    return CNNAttentionConfig()
-
-
-@register_model("cnn-attention-tiny")
-def cnn_attention_tiny() -> CNNAttentionConfig:
-    """A 2-stage (16, 32 channels) CBAM ResNet for 8x8 grey images (scikit-learn's digits)."""
-    return CNNAttentionConfig(**CNNAttentionConfig.tiny())
 
 
 __all__ = ["CNNAttention", "CNNAttentionConfig", "CBAMBlock"]

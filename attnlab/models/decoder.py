@@ -26,7 +26,7 @@ from ..attention import LayerCaches, kernel_names
 from ..layers import Embeddings, TransformerBlock, activation_names, create_norm, norm_names
 from .checkpoint import PretrainedModel
 from .generation import GenerationMixin
-from .registry import ConfigError, ModelConfig, register_model
+from .registry import ConfigError, ModelConfig
 
 # Positional encodings added to the token embeddings; any other name goes to the attention layers.
 _EMBEDDING_POSITIONS = ("learned", "sinusoidal")
@@ -253,22 +253,6 @@ def _padding(attention_mask: Tensor | None, B: int, past: int, n: int, device) -
     if bool(real.all()):
         return None, pos
     return real[:, None, None, :], pos  # (B, 1, 1, past + n)
-
-
-# ----------------------------------------------------------------------------- presets
-
-
-@register_model("decoder")
-def decoder_tiny() -> DecoderConfig:
-    """A 2-layer, 64-wide GPT-style decoder (vocabulary 1000, 128 positions) for tests and toys."""
-    return DecoderConfig(vocab_size=1000, d_model=64, num_layers=2, num_heads=4, ffn_dim=256, max_len=128,
-                         dropout=0.0, attn_dropout=0.0)
-
-
-@register_model("gpt2-small")
-def gpt2_small() -> DecoderConfig:
-    """The shape of GPT-2 small (Radford et al. 2019): 12 layers, width 768, 124M parameters."""
-    return DecoderConfig()
 
 
 __all__ = ["Decoder", "DecoderConfig", "CausalLMOutput"]

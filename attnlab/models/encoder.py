@@ -22,7 +22,7 @@ from ..attention import kernel_names
 from ..layers import Embeddings, TransformerBlock, activation_names, create_norm, norm_names
 from .checkpoint import PretrainedModel
 from .outputs import EncoderOutput
-from .registry import ConfigError, ModelConfig, register_model
+from .registry import ConfigError, ModelConfig
 
 
 @dataclasses.dataclass
@@ -205,42 +205,6 @@ class Encoder(PretrainedModel):
             hidden_states=None if hidden is None else tuple(hidden),
             attentions=None if attentions is None else tuple(attentions),
         )
-
-
-# ----------------------------------------------------------------------------- presets
-
-
-@register_model("encoder")
-def encoder_small() -> EncoderConfig:
-    """A small BERT-style encoder to train from scratch: 4 layers, width 256, 4 heads."""
-    return EncoderConfig(vocab_size=8000, d_model=256, num_layers=4, num_heads=4, ffn_dim=1024, max_len=512)
-
-
-@register_model("encoder-tiny")
-def encoder_tiny() -> EncoderConfig:
-    """A 2-layer, 32-wide encoder for tests."""
-    return EncoderConfig(**EncoderConfig.tiny(), dropout=0.0, attn_dropout=0.0)
-
-
-@register_model("minilm-l6")
-def minilm_l6() -> EncoderConfig:
-    """The shape of all-MiniLM-L6-v2 (Wang et al. 2020; sentence-transformers)."""
-    return EncoderConfig(d_model=384, num_layers=6, num_heads=12, ffn_dim=1536)
-
-
-@register_model("bert-base")
-def bert_base() -> EncoderConfig:
-    """BERT-base (Devlin et al. 2019)."""
-    return EncoderConfig()
-
-
-@register_model("encoder-prenorm-tiny")
-def encoder_prenorm_tiny() -> EncoderConfig:
-    """A tiny pre-norm encoder with RMSNorm, SwiGLU and RoPE, no segments: the modern recipe."""
-    return EncoderConfig(
-        **EncoderConfig.tiny(), type_vocab_size=0, position="rope", norm="rmsnorm", norm_first=True,
-        embed_norm=False, activation="swiglu", dropout=0.0, attn_dropout=0.0, eps=1e-6, pooler=False,
-    )
 
 
 __all__ = ["Encoder", "EncoderConfig", "Pooler"]

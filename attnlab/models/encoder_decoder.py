@@ -31,7 +31,7 @@ from ..layers import TransformerBlock, activation_names, create_norm
 from .checkpoint import PretrainedModel
 from .generation import GenerationMixin
 from .outputs import Seq2SeqOutput
-from .registry import ConfigError, ModelConfig, register_model
+from .registry import ConfigError, ModelConfig
 
 
 @dataclasses.dataclass
@@ -411,23 +411,6 @@ def _memory_mask(attention_mask: Tensor | None) -> Tensor | None:
 
 def _tuple(xs: list | None) -> tuple | None:
     return None if xs is None else tuple(xs)
-
-
-# ----------------------------------------------------------------------------- presets
-
-
-@register_model("encoder_decoder")
-def encoder_decoder_small() -> EncoderDecoderConfig:
-    """A small Transformer: width 256, 3 + 3 layers, 4 heads, shared vocabulary of 8000."""
-    return EncoderDecoderConfig(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, num_encoder_layers=3,
-                                num_decoder_layers=3, num_heads=4, ffn_dim=1024, max_len=256)
-
-
-@register_model("encoder-decoder-tiny")
-def encoder_decoder_tiny() -> EncoderDecoderConfig:
-    """A 2 + 2 layer, 64-wide Transformer (vocabulary 1000) for tests and toys, no dropout."""
-    return EncoderDecoderConfig(src_vocab_size=1000, tgt_vocab_size=1000, d_model=64, num_encoder_layers=2,
-                                num_decoder_layers=2, num_heads=4, ffn_dim=256, max_len=128, dropout=0.0)
 
 
 __all__ = ["EncoderDecoder", "EncoderDecoderConfig", "Seq2SeqState"]

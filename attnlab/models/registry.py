@@ -1,10 +1,12 @@
 """Models by name: typed configs, presets and ``create``.
 
 A model family is a config dataclass (subclass of :class:`ModelConfig`) whose ``build()``
-returns the module. A preset is a function returning a config, registered by name:
+returns the module. A preset is a YAML file shipped in ``attnlab/configs/models/NAME.yaml``:
+``family`` names the config class, ``description`` says what it is, every other key is a
+config field. Code can add presets too::
 
-    @register_model("encoder-tiny")
-    def encoder_tiny() -> EncoderConfig:
+    @register_model("encoder-mini")
+    def encoder_mini() -> EncoderConfig:
         return EncoderConfig(vocab_size=128, d_model=32, num_layers=2, num_heads=4, ffn_dim=64)
 
     model = create("encoder-tiny", num_layers=3)     # overrides are config fields
@@ -112,6 +114,52 @@ def register_model(name: str):
         return fn
 
     return deco
+
+
+def load_preset_files(directory=None) -> list[str]:
+    """Register every ``*.yaml`` preset in ``directory`` (default: the package's
+    ``configs/models``); returns the names. Call after the families' modules are imported.
+
+    Args:
+        directory: a folder of preset files (a path or an ``importlib.resources`` traversable).
+    """
+    import importlib.resources
+
+    import yaml
+
+    folder = directory or importlib.resources.files("attnlab").joinpath("configs", "models")
+    names = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".yaml"):
+            continue
+        name = entry.name[: -len(".yaml")]
+        try:
+            data = yaml.safe_load(entry.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"model preset {entry}: invalid YAML: {e}") from None
+        family = data.pop("family", None)
+        data.pop("description", None)
+        if family not in _FAMILIES:
+            raise ConfigError(f"model preset {entry}: unknown family {family!r}; known: {', '.join(sorted(_FAMILIES))}")
+        cls = _FAMILIES[family]
+        check_keys(cls, data, where=f"model preset {entry}")
+        register_model(name)(lambda cls=cls, data=data: cls.from_dict(dict(data)))
+        names.append(name)
+    return names
+
+
+def preset_description(name: str) -> str:
+    """The ``description`` line of a shipped preset file, or the preset function's docstring."""
+    import importlib.resources
+    import inspect
+
+    import yaml
+
+    entry = importlib.resources.files("attnlab").joinpath("configs", "models", f"{name}.yaml")
+    if entry.is_file():
+        return (yaml.safe_load(entry.read_text()) or {}).get("description", "")
+    fn = _PRESETS.get(name)
+    return " ".join((inspect.getdoc(fn) or "").split()) if fn else ""
 
 
 def get_config(name: str, **overrides) -> ModelConfig:

@@ -29,7 +29,7 @@ from ..attention import attend
 from ..layers import BahdanauAttention, LuongAttention
 from .checkpoint import PretrainedModel
 from .outputs import Seq2SeqRNNOutput, TokenClassifierOutput
-from .registry import ConfigError, ModelConfig, register_model
+from .registry import ConfigError, ModelConfig
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -331,28 +331,6 @@ class BiLSTMTagger(PretrainedModel):
         ctx = self.proj(res.out.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
         logits = self.out(self.dropout(torch.cat((h, ctx), -1)))  # (B, L, num_tags)
         return TokenClassifierOutput(logits=logits, attentions=(res.weights,) if output_attentions else None)
-
-
-# ----------------------------------------------------------------------------- presets
-
-
-@register_model("rnn_attention")
-def rnn_attention() -> RNNSeq2SeqConfig:
-    """A 1-layer GRU encoder-decoder with Bahdanau attention (RNNsearch-sized: 256/512)."""
-    return RNNSeq2SeqConfig()
-
-
-@register_model("rnn-attention-tiny")
-def rnn_attention_tiny() -> RNNSeq2SeqConfig:
-    """A 32-wide GRU encoder-decoder with Bahdanau attention for toy tasks (copy, reverse)."""
-    return RNNSeq2SeqConfig(src_vocab_size=32, tgt_vocab_size=32, embed_dim=32, hidden_dim=64, dropout=0.0)
-
-
-@register_model("bilstm-tagger-tiny")
-def bilstm_tagger_tiny() -> BiLSTMTaggerConfig:
-    """A 1-layer BiLSTM tagger with 2-head self-attention, for toy tagging tasks."""
-    return BiLSTMTaggerConfig(vocab_size=32, num_tags=8, embed_dim=32, hidden_dim=32, num_layers=1,
-                              num_heads=2, dropout=0.0)
 
 
 __all__ = ["RNNSeq2Seq", "RNNSeq2SeqConfig", "BiLSTMTagger", "BiLSTMTaggerConfig"]

@@ -23,7 +23,7 @@ from ..attention import kernel_names
 from ..layers import PatchEmbedding, TransformerBlock, activation_names, create_norm, norm_names
 from .checkpoint import PretrainedModel
 from .outputs import ImageClassifierOutput
-from .registry import ConfigError, ModelConfig, register_model
+from .registry import ConfigError, ModelConfig
 
 _POOLS = ("cls", "mean")
 
@@ -180,21 +180,6 @@ class ViT(PretrainedModel):
         return ImageClassifierOutput(
             logits=self.head(pooled), attentions=None if attentions is None else tuple(attentions),
         )
-
-
-# ----------------------------------------------------------------------------- presets
-
-
-@register_model("vit")
-def vit_small() -> ViTConfig:
-    """ViT-S/16 (224 pixels, width 384, 12 layers, 6 heads; Touvron et al. 2021's small size)."""
-    return ViTConfig()
-
-
-@register_model("vit-tiny")
-def vit_tiny() -> ViTConfig:
-    """A 2-layer, 32-wide ViT for 8x8 grey images (scikit-learn's digits), patch 2: 16 patches."""
-    return ViTConfig(**ViTConfig.tiny())
 
 
 __all__ = ["ViT", "ViTConfig"]
