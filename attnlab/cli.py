@@ -113,6 +113,25 @@ def _ints(name: str, text: str) -> tuple[int, ...]:
         fail(f"{name}: expected integers like 1,8 or powers of two like 128..2048, got {text!r}")
 
 
+def _run_bench(run: Callable, config, error: type[Exception], report: Callable, json: Path | None) -> None:
+    """Run a benchmark (progress on stderr), print its report, and write its JSON if asked."""
+    from rich.console import Console
+
+    from attnlab.bench.report import write_json
+
+    err = Console(stderr=True, style="dim")
+    try:
+        result = run(config, progress=err.print)
+    except error as e:
+        fail(str(e))
+    console = Console()
+    for part in report(result):
+        console.print(part)
+        console.print()
+    if json is not None:
+        console.print(f"wrote {write_json(result, json)}")
+
+
 def _names(text: str | None) -> tuple[str, ...] | None:
     if text is None or text.strip().lower() in ("", "all", "auto"):
         return None
@@ -254,10 +273,9 @@ def bench_attention(
     from dataclasses import replace
 
     import torch
-    from rich.console import Console
 
     from attnlab.bench.attention import BenchConfig, BenchConfigError, run_attention_bench
-    from attnlab.bench.report import report, write_json
+    from attnlab.bench.report import report
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -271,17 +289,7 @@ def bench_attention(
     config = replace(config, **{k: v for k, v in given.items() if v is not None},
                      heads=heads, dim=dim, warmup=warmup, window=window,
                      sweep=not masks_only, masks=masks or masks_only)
-    err = Console(stderr=True, style="dim")
-    try:
-        result = run_attention_bench(config, progress=err.print)
-    except BenchConfigError as e:
-        fail(str(e))
-    console = Console()
-    for part in report(result):
-        console.print(part)
-        console.print()
-    if json is not None:
-        console.print(f"wrote {write_json(result, json)}")
+    _run_bench(run_attention_bench, config, BenchConfigError, report, json)
 
 
 @command(bench_app, "model")
@@ -332,10 +340,8 @@ def bench_model(
     """
     from dataclasses import replace
 
-    from rich.console import Console
-
     from attnlab.bench.model import ModelBenchConfig, ModelBenchError, run_model_bench
-    from attnlab.bench.report import model_report, write_json
+    from attnlab.bench.report import model_report
 
     config = ModelBenchConfig.quick() if quick else ModelBenchConfig()
     given = {"model": None if model is None else str(model), "batch": batch, "seq_len": seq_len,
@@ -345,17 +351,7 @@ def bench_model(
     config = replace(config, **{k: v for k, v in given.items() if v is not None}, decoder=decoder,
                      prompt_len=prompt_len, warmup=warmup, hf=hf, hf_generate=hf and hf_gen,
                      encoder=encoder, generation=generation)
-    err = Console(stderr=True, style="dim")
-    try:
-        result = run_model_bench(config, progress=err.print)
-    except ModelBenchError as e:
-        fail(str(e))
-    console = Console()
-    for part in model_report(result):
-        console.print(part)
-        console.print()
-    if json is not None:
-        console.print(f"wrote {write_json(result, json)}")
+    _run_bench(run_model_bench, config, ModelBenchError, model_report, json)
 
 
 @command(models_app, "list")

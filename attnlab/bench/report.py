@@ -50,13 +50,20 @@ def write_json(result: BenchResult | ModelBenchResult, path: str | Path) -> Path
     return path
 
 
-def setup_table(result: BenchResult) -> Table:
-    """Versions, device, threads, dtypes and sizes, as a two-column grid."""
-    s = result.setup
+def _grid(rows: list[tuple[str, str]]) -> Table:
+    """A borderless two-column table: bold labels, then values."""
     t = Table.grid(padding=(0, 2))
     t.add_column(style="bold")
     t.add_column()
-    rows = [
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+def setup_table(result: BenchResult) -> Table:
+    """Versions, device, threads, dtypes and sizes, as a two-column grid."""
+    s = result.setup
+    return _grid([
         ("attnlab / torch", f"{s['attnlab']} / {s['torch']} (Python {s['python']})"),
         ("device", f"{s['device']}: {s['device_name']}"),
         ("threads", f"{s['threads']} torch threads, {s['cpu_count']} CPUs"),
@@ -66,10 +73,7 @@ def setup_table(result: BenchResult) -> Table:
         ("timing", f"median of {s['repeats']} calls after {s['warmup']} warmup, within "
                    f"{s['max_seconds']:g} s per case; forward is {s['forward']}"),
         ("memory", f"peak beyond q, k, v; {s['isolation']}"),
-    ]
-    for k, v in rows:
-        t.add_row(k, v)
-    return t
+    ])
 
 
 def sweep_tables(rows: list[SweepRow], repeats: int) -> list:
@@ -192,10 +196,7 @@ def _ms(x: float) -> str:
 def model_setup_table(result: ModelBenchResult) -> Table:
     """Versions, CPU, threads, shapes and timing of ``attnlab bench model``, as a grid."""
     s = result.setup
-    t = Table.grid(padding=(0, 2))
-    t.add_column(style="bold")
-    t.add_column()
-    rows = [
+    return _grid([
         ("attnlab / torch / transformers",
          f"{s['attnlab']} / {s['torch']} / {s['transformers'] or 'not installed'} (Python {s['python']})"),
         ("device", f"{s['device']}: {s['device_name']}"),
@@ -205,10 +206,7 @@ def model_setup_table(result: ModelBenchResult) -> Table:
                        f"{s['new_tokens']} new tokens, greedy"),
         ("timing", f"median of {s['repeats']} calls after {s['warmup']} warmup, within "
                    f"{s['max_seconds']:g} s per case; {s['forward']}"),
-    ]
-    for k, v in rows:
-        t.add_row(k, v)
-    return t
+    ])
 
 
 def model_report(result: ModelBenchResult) -> list:

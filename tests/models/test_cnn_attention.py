@@ -7,17 +7,6 @@ import torch.nn.functional as F
 from attnlab.models import CNNAttention, CNNAttentionConfig, ConfigError, create, get_config
 
 
-def _digits(seed=0):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()  # 1,797 real 8x8 grey digits, values 0..16
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8)
-    y = torch.tensor(d.target)  # (N,)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    x, y = x[perm], y[perm]
-    return x[:1400], y[:1400], x[1400:], y[1400:]
-
-
 def test_shapes_and_spatial_maps():
     model = create("cnn-attention-tiny").eval()
     out = model(torch.randn(3, 1, 8, 8), output_attentions=True)
@@ -43,9 +32,9 @@ def test_stages_and_presets():
         create("cnn-attention-tiny")(torch.randn(2, 3, 8, 8))
 
 
-def test_learns_digits():
+def test_learns_digits(digits):
     torch.manual_seed(0)
-    xtr, ytr, xte, yte = _digits()
+    xtr, ytr, xte, yte = digits
     model = create("cnn-attention-tiny")
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []

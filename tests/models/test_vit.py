@@ -7,17 +7,6 @@ import torch.nn.functional as F
 from attnlab.models import ConfigError, ViT, ViTConfig, create, get_config
 
 
-def _digits(seed=0):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()  # 1,797 real 8x8 grey digits, values 0..16
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8)
-    y = torch.tensor(d.target)  # (N,)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    x, y = x[perm], y[perm]
-    return x[:1400], y[:1400], x[1400:], y[1400:]
-
-
 def _fit(model, xtr, ytr, epochs, lr, batch=64):
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     losses = []
@@ -68,9 +57,9 @@ def test_bad_inputs_and_configs():
         create("vit-tiny", pool="max")
 
 
-def test_learns_digits():
+def test_learns_digits(digits):
     torch.manual_seed(0)
-    xtr, ytr, xte, yte = _digits()
+    xtr, ytr, xte, yte = digits
     model = create("vit-tiny")
     first, last = _fit(model, xtr, ytr, epochs=20, lr=3e-3)
     model.eval()
