@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib.resources
-import os
 import re
-import tempfile
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -108,6 +106,8 @@ def _apply_override(cls: type[BaseModel], data: dict, override: str) -> None:
         if last:
             node[part] = value
             break
+        if isinstance(node.get(part), str) and model is not None and "name" in model.model_fields:
+            node[part] = {"name": node[part]}  # `model=rnn` then `model.d=8`: a section named by a string
         if not isinstance(node.get(part), dict):
             # start from the field's default, so `model.d=8` keeps the default's other keys
             if isinstance(default, BaseModel):
@@ -246,18 +246,9 @@ def dump_config(cfg: BaseModel, path: str | Path) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from .io import write_text
+
+    return write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
 
 
 def preset_path(group: str, name: str) -> Path | None:

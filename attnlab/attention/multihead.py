@@ -7,6 +7,13 @@ in the reference :func:`math_attention`::
     mha = MultiHeadAttention(512, 8, num_kv_heads=2, position="rope")
     res = mha(x, causal=True)                  # res.out (B, L, 512), res.kernel
     res = mha(x, mask=pad, return_weights=True)  # res.weights (B, 8, L, L)
+    res = mha(x, head_mask=torch.tensor([1., 0, 1, 1, 1, 1, 1, 1]))  # head 1 silenced
+    mha.prune_heads([1, 5])                    # now 6 query heads, q/out projections shrunk
+
+A head mask (Michel et al. 2019, "Are Sixteen Heads Really Better than One?") multiplies each
+head's output before the output projection, whatever kernel ran; the gradient of a loss with
+respect to it is their head-importance signal. Pruning removes heads from the weights; a pruned
+module keeps ``embed_dim`` but its inner width ``num_heads * head_dim`` shrinks.
 
 Grouped-query attention (Ainslie et al. 2023) shares each of ``num_kv_heads`` key/value heads
 between ``num_heads / num_kv_heads`` query heads; k and v go to the kernel with their own head
@@ -100,6 +107,7 @@ class MultiHeadAttention(nn.Module):
         self.vdim = embed_dim if vdim is None else vdim
         self.dropout = float(dropout)
         self.kernel = kernel
+        self.pruned_heads: list[int] = []  # original indices of removed query heads, sorted
         H, Hkv, D = num_heads, num_kv_heads, self.head_dim
 
         self.q_proj = nn.Linear(embed_dim, H * D, bias=bias)
@@ -136,6 +144,7 @@ class MultiHeadAttention(nn.Module):
         positions: Tensor | None = None,
         return_weights: bool = False,
         kernel: str | None = None,
+        head_mask: Tensor | None = None,
     ) -> AttentionOutput:
         """Attend from ``query`` over ``key``/``value`` (self-attention when ``key`` is None).
 
@@ -156,6 +165,10 @@ class MultiHeadAttention(nn.Module):
                 defaults to ``arange(past, past + Lq)`` with ``past`` the cache length.
             return_weights: also return the (B, H, Lq, Lk) weights.
             kernel: overrides the module's kernel for this call.
+            head_mask: float (H,) or (B, H) multiplying each head's output before the output
+                projection (0 removes a head); the returned weights are not affected. After
+                pruning, H may be the current head count or the original one (pruned entries
+                are then ignored).
         """
         kernel = self.kernel if kernel is None else kernel
         static = cache is not None and cache.is_static
@@ -209,8 +222,73 @@ class MultiHeadAttention(nn.Module):
             )
             weights, ran = (weights if return_weights else None), "math"
 
+        if head_mask is not None:
+            o = o * self._head_mask(head_mask, B).to(dtype=o.dtype, device=o.device)  # (B, H, Lq, D)
         o = o.transpose(1, 2).reshape(B, Lq, self.num_heads * self.head_dim)  # (B, Lq, H*D)
         return AttentionOutput(out=self.out_proj(o), weights=weights, kernel=ran, cache=cache)
+
+    def _head_mask(self, head_mask: Tensor, B: int) -> Tensor:
+        """A (H,) or (B, H) head mask (H current or original) as (1 | B, H, 1, 1)."""
+        H, H0 = self.num_heads, self.num_heads + len(self.pruned_heads)
+        m = torch.as_tensor(head_mask)
+        if m.dim() not in (1, 2) or m.shape[-1] not in (H, H0) or (m.dim() == 2 and m.shape[0] not in (1, B)):
+            raise ValueError(
+                f"MultiHeadAttention: head_mask must be (H,) or (B, H) with H = {H}"
+                + (f" (or {H0} before pruning)" if H0 != H else "") + f", B = {B}; got {tuple(m.shape)}"
+            )
+        if m.shape[-1] != H:
+            m = m[..., self.kept_heads()]  # original indices -> current heads
+        return m.reshape(-1, H, 1, 1)  # (1 | B, H, 1, 1)
+
+    def kept_heads(self) -> list[int]:
+        """Original indices of the query heads still present, in order."""
+        gone = set(self.pruned_heads)
+        return [h for h in range(self.num_heads + len(gone)) if h not in gone]
+
+    def prune_heads(self, heads) -> None:
+        """Remove query heads from the weights (q rows, output-projection columns, q biases).
+
+        Args:
+            heads: original head indices (as before any pruning); already pruned ones are
+                skipped. At least one head must remain.
+
+        Raises:
+            ValueError: grouped-query attention (shared k/v heads), a score with per-head
+                parameters, a position bias (ALiBi, relative) or removing every head.
+        """
+        kept = self.kept_heads()
+        drop = sorted({int(h) for h in heads} - set(self.pruned_heads))
+        bad = [h for h in drop if not 0 <= h < len(kept) + len(self.pruned_heads)]
+        if bad:
+            raise ValueError(f"MultiHeadAttention.prune_heads: no heads {bad}; original count "
+                             f"{len(kept) + len(self.pruned_heads)}")
+        if not drop:
+            return
+        if self.num_kv_heads != self.num_heads:
+            raise ValueError(
+                f"MultiHeadAttention.prune_heads: grouped-query attention (num_heads={self.num_heads}, "
+                f"num_kv_heads={self.num_kv_heads}) shares k/v heads between query heads; pruning "
+                "it is not supported (use a head mask)"
+            )
+        if any(True for _ in self.score.parameters()) or (
+                self.position is not None and "bias" in self.position.hooks):
+            raise ValueError(
+                "MultiHeadAttention.prune_heads: the score or position has per-head parameters "
+                f"(score={self.score.name!r}, position={getattr(self.position, 'name', None)!r}); "
+                "pruning it is not supported (use a head mask)"
+            )
+        keep = [i for i, h in enumerate(kept) if h not in drop]  # current indices
+        if not keep:
+            raise ValueError("MultiHeadAttention.prune_heads: cannot remove every head")
+        D = self.head_dim
+        rows = torch.tensor([i * D + d for i in keep for d in range(D)], device=self.q_proj.weight.device)
+        self.q_proj = _select(self.q_proj, rows, dim=0)
+        self.k_proj = _select(self.k_proj, rows, dim=0)
+        self.v_proj = _select(self.v_proj, rows, dim=0)
+        self.out_proj = _select(self.out_proj, rows, dim=1)
+        self.num_heads = self.num_kv_heads = len(keep)
+        self.score.num_heads = len(keep)
+        self.pruned_heads = sorted({*self.pruned_heads, *drop})
 
     def _heads(self, x: Tensor, n: int) -> Tensor:
         """(B, L, n*D) -> (B, n, L, D)."""
@@ -239,6 +317,7 @@ class MultiHeadAttention(nn.Module):
         return (
             f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
             f"head_dim={self.head_dim}, dropout={self.dropout}, kernel={self.kernel!r}"
+            + (f", pruned_heads={self.pruned_heads}" if self.pruned_heads else "")
         )
 
     # ------------------------------------------------------------------ interop
@@ -277,6 +356,19 @@ class MultiHeadAttention(nn.Module):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _select(lin: nn.Linear, index: Tensor, dim: int) -> nn.Linear:
+    """A copy of ``lin`` keeping ``index`` of its outputs (dim 0) or inputs (dim 1)."""
+    w = lin.weight.index_select(dim, index).detach().clone()
+    out_f, in_f = w.shape
+    new = nn.Linear(in_f, out_f, bias=lin.bias is not None, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        new.weight.copy_(w)
+        if lin.bias is not None:
+            new.bias.copy_(lin.bias if dim == 1 else lin.bias.index_select(0, index))
+    new.weight.requires_grad_(lin.weight.requires_grad)
+    return new
 
 
 def _check_sizes(embed_dim, num_heads, num_kv_heads, head_dim, dropout) -> None:

@@ -8,9 +8,6 @@ give the reason (``would not fit (needs X GiB, ...)``, ``skipped: estimated ...`
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from pathlib import Path
 
 from rich import box
@@ -22,6 +19,7 @@ from .attention import BenchResult, MaskRow, SweepRow
 from .impls import FLEX_COMPILED, FWD, FWD_BWD, SDPA_IS_CAUSAL
 from .measure import CRASHED, ERROR, MiB, NA, NO_FIT, OOM, SKIPPED, TIMEOUT, Outcome
 from .model import ModelBenchResult
+from .train import TrainBenchResult
 
 SHORT = {NA: "n/a", NO_FIT: "no fit", SKIPPED: "skipped", OOM: "OOM", TIMEOUT: "timeout",
          CRASHED: "crashed", ERROR: "error"}
@@ -36,17 +34,9 @@ def write_json(result: BenchResult | ModelBenchResult, path: str | Path) -> Path
         result: what the benchmark measured.
         path: the file to write; its folder is created if needed.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(dataclasses.asdict(result), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from ..io import write_json as write
+
+    return write(path, dataclasses.asdict(result))
     return path
 
 
@@ -197,10 +187,7 @@ def model_setup_table(result: ModelBenchResult) -> Table:
     """Versions, CPU, threads, shapes and timing of ``attnlab bench model``, as a grid."""
     s = result.setup
     return _grid([
-        ("attnlab / torch / transformers",
-         f"{s['attnlab']} / {s['torch']} / {s['transformers'] or 'not installed'} (Python {s['python']})"),
-        ("device", f"{s['device']}: {s['device_name']}"),
-        ("threads", f"{s['threads']} torch threads, {s['cpu_count']} CPUs"),
+        *_env_rows(s),
         ("encoder", f"{s['model']}: B={s['batch']} x L={s['seq_len']}, {s['inputs']}"),
         ("generation", f"{s['decoder']} (random init): B={s['gen_batch']}, prompt {s['prompt_len']}, "
                        f"{s['new_tokens']} new tokens, greedy"),
@@ -237,4 +224,56 @@ def model_report(result: ModelBenchResult) -> list:
                       "" if r.cache_speedup is None else f"{r.cache_speedup:.2f}x", same)
         starred = any(r.repeats < repeats for r in result.generation)
         out.append(Group(t, *([star] if starred else [])))
+    return out
+
+
+# ----------------------------------------------------------------------------- attnlab bench train
+
+
+def _env_rows(s: dict) -> list[tuple[str, str]]:
+    """The versions, device and threads rows that every model-level setup table starts with."""
+    return [
+        ("attnlab / torch / transformers",
+         f"{s['attnlab']} / {s['torch']} / {s['transformers'] or 'not installed'} (Python {s['python']})"),
+        ("device", f"{s['device']}: {s['device_name']}"),
+        ("threads", f"{s['threads']} torch threads, {s['cpu_count']} CPUs"),
+    ]
+
+
+def train_setup_table(result: TrainBenchResult) -> Table:
+    """Versions, CPU, threads, model sizes, batches and timing of ``attnlab bench train``, as a grid."""
+    s = result.setup
+    return _grid([
+        *_env_rows(s),
+        ("model", f"encoder-decoder, random init, {s['dtype']}: d_model {s['d_model']}, "
+                  f"{s['encoder_layers']}+{s['decoder_layers']} layers, {s['heads']} heads, ffn {s['ffn_dim']}, "
+                  f"shared vocab {s['vocab']} (tied), dropout {s['dropout']:g}"),
+        ("batches", f"<= {s['max_tokens']} padded tokens (TokenBudgetBatcher), lengths {s['lengths']}; "
+                    f"mean {s['batch_sentences']:g} sentences, {s['batch_source_tokens']:g} source + "
+                    f"{s['batch_target_tokens']:g} target tokens"),
+        ("step", f"forward, loss (label smoothing {s['label_smoothing']:g}), backward, clip {s['clip']:g}, "
+                 f"AdamW lr {s['lr']:g}"),
+        ("timing", f"{s['warmup']} untimed + {s['steps']} timed steps per model, alternating in rounds of "
+                   f"{s['round_steps']}; tokens/s = total tokens ÷ total time"),
+    ])
+
+
+def train_report(result: TrainBenchResult) -> list:
+    """Everything ``attnlab bench train`` prints, in order: setup, notes, the throughput table."""
+    out: list = [train_setup_table(result)]
+    out += [Text(n, style="yellow") for n in result.notes]
+    t = Table(title="training step: ms (median), target and source+target tokens/s, tokens/s ÷ Hugging "
+                    "Face's (above 1 = attnlab faster)", title_justify="left", box=box.SIMPLE_HEAD)
+    for name in ("impl", "attention", "params", "ms/step", "tgt tok/s", "src+tgt tok/s", "first loss",
+                 "final loss", "÷hf"):
+        t.add_column(name, justify="left" if name in ("impl", "attention") else "right")
+    for r in result.rows:
+        t.add_row(r.impl, r.attention, f"{r.params:,}", _ms(r.ms), f"{r.tokens_per_s:,.0f}",
+                  f"{r.all_tokens_per_s:,.0f}", f"{r.first_loss:.3f}", f"{r.final_loss:.3f}",
+                  "" if r.vs_hf is None else f"{r.vs_hf:.2f}x")
+    out.append(t)
+    if len(result.rows) == 2:
+        a, h = result.rows
+        out.append(Text(f"attnlab trains at {a.vs_hf:.2f}x Hugging Face's target tokens/s "
+                        f"({a.tokens_per_s:,.0f} vs {h.tokens_per_s:,.0f})", style="bold"))
     return out

@@ -25,9 +25,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Callable
+
+from ..io import write_text
 
 MONTHS = [  # English, whatever the locale
     "January", "February", "March", "April", "May", "June", "July", "August",
@@ -223,11 +224,4 @@ def write_splits(directory: str | os.PathLike, splits: dict[str, list[tuple[str,
             if any(c in source or c in target for c in "\t\r\n"):
                 raise ValueError(f"tab or newline in a {split} pair: {(source, target)!r}")
             lines.append(f"{source}\t{target}\n")
-        fd, tmp = tempfile.mkstemp(prefix=f".{split}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.writelines(lines)
-            os.replace(tmp, directory / f"{split}.tsv")
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_text(directory / f"{split}.tsv", "".join(lines))

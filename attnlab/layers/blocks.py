@@ -126,6 +126,8 @@ class TransformerBlock(nn.Module):
         memory_mask: Tensor | None = None,
         cross_cache: KVCache | None = None,
         output_attentions: bool = False,
+        head_mask: Tensor | None = None,
+        cross_head_mask: Tensor | None = None,
     ) -> BlockOutput:
         """Run the block.
 
@@ -142,21 +144,24 @@ class TransformerBlock(nn.Module):
             cross_cache: a static :class:`KVCache` for the projected memory; once filled,
                 ``memory`` may be None.
             output_attentions: return the attention weights.
+            head_mask: float (H,) or (B, H) multiplying each self-attention head's output
+                (Michel et al. 2019); see :class:`MultiHeadAttention`.
+            cross_head_mask: the same for the cross-attention heads.
         """
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"TransformerBlock: x must be (B, L, d_model={self.d_model}), got {tuple(x.shape)}")
         h = self.attn_norm(x) if self.norm_first else x
         sa = self.self_attn(
             h, mask=mask, mask_mod=mask_mod, causal=causal, cache=cache, return_weights=output_attentions,
-            kernel=_weights_kernel(self.self_attn.kernel) if output_attentions else None,
+            kernel=_weights_kernel(self.self_attn.kernel) if output_attentions else None, head_mask=head_mask,
         )
         x = self._residual(x, sa.out, self.attn_norm)  # (B, L, d_model)
 
         ca = None
         if self.cross_attn is not None:
-            ca = self._cross(x, memory, memory_mask, cross_cache, output_attentions)
+            ca = self._cross(x, memory, memory_mask, cross_cache, output_attentions, cross_head_mask)
             x = self._residual(x, ca.out, self.cross_norm)  # (B, L, d_model)
-        elif memory is not None or cross_cache is not None:
+        elif memory is not None or cross_cache is not None or cross_head_mask is not None:
             raise ValueError("TransformerBlock: memory was given but the block has no cross-attention "
                              "(build it with cross_attention=True)")
 
@@ -172,7 +177,7 @@ class TransformerBlock(nn.Module):
             branch = self.dropout(branch)  # the feed-forward drops out its own output
         return x + branch if self.norm_first else norm(x + branch)
 
-    def _cross(self, x, memory, memory_mask, cross_cache, output_attentions):
+    def _cross(self, x, memory, memory_mask, cross_cache, output_attentions, head_mask=None):
         reuse = cross_cache is not None and cross_cache.filled
         if memory is None and not reuse:
             raise ValueError("TransformerBlock: cross-attention needs memory= (B, Lm, d_model) "
@@ -195,11 +200,35 @@ class TransformerBlock(nn.Module):
         return self.cross_attn(
             h, key, key, mask=memory_mask, key_padding_mask=kpm, cache=cross_cache,
             return_weights=output_attentions,
-            kernel=_weights_kernel(self.cross_attn.kernel) if output_attentions else None,
+            kernel=_weights_kernel(self.cross_attn.kernel) if output_attentions else None, head_mask=head_mask,
         )
+
+    def prune_heads(self, heads) -> None:
+        """Remove self-attention heads (original indices) from the weights; see
+        :meth:`MultiHeadAttention.prune_heads`."""
+        self.self_attn.prune_heads(heads)
 
     def extra_repr(self) -> str:
         return f"norm_first={self.norm_first}, cross_attention={self.cross_attn is not None}"
+
+
+def layer_head_masks(head_mask: Tensor | None, num_layers: int, where: str = "model") -> list[Tensor | None]:
+    """One head mask per layer from a model-level one (Hugging Face's convention).
+
+    Args:
+        head_mask: None, (H,) for every layer, or (num_layers, H) / (num_layers, B, H), float,
+            0 removes a head.
+        num_layers: layers in the stack.
+        where: the caller, for error messages.
+    """
+    if head_mask is None:
+        return [None] * num_layers
+    if head_mask.dim() == 1:
+        return [head_mask] * num_layers
+    if head_mask.shape[0] != num_layers:
+        raise ValueError(f"{where}: head_mask must be (H,) or (num_layers={num_layers}, H), "
+                         f"got {tuple(head_mask.shape)}")
+    return list(head_mask.unbind(0))
 
 
 WEIGHTS_KERNEL = "chunked"  # exact weights, linear extra memory
@@ -227,4 +256,4 @@ def _cannot_return_weights(kernel: str) -> bool:
             and k.unsupported(AttentionRequest(**probe, return_weights=False)) is None)
 
 
-__all__ = ["TransformerBlock", "BlockOutput"]
+__all__ = ["TransformerBlock", "BlockOutput", "layer_head_masks"]

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..attention import LayerCaches, kernel_names
 from ..layers import Embeddings, TransformerBlock, activation_names, create_norm, norm_names
+from ..layers.blocks import layer_head_masks
 from .checkpoint import PretrainedModel
 from .generation import GenerationMixin
 from .registry import ConfigError, ModelConfig
@@ -54,6 +55,8 @@ class DecoderConfig(ModelConfig):
         tie_embeddings: the LM head reuses the token embedding matrix.
         init_std: standard deviation of the normal initialisation.
         kernel: attention kernel, "auto" or a registered name.
+        pruned_heads: {layer: [original head indices]} removed by :meth:`Decoder.prune_heads`
+            (None: none); the model is built with them removed.
     """
 
     family: ClassVar[str] = "decoder"
@@ -75,6 +78,7 @@ class DecoderConfig(ModelConfig):
     tie_embeddings: bool = True
     init_std: float = 0.02
     kernel: str = "auto"
+    pruned_heads: dict[int, list[int]] | None = None
 
     def build(self) -> "Decoder":
         return Decoder(self)
@@ -164,6 +168,19 @@ class Decoder(GenerationMixin, PretrainedModel):
         self._init_weights()
         if c.tie_embeddings:
             self.lm_head.weight = self.embed.token.weight
+        for layer, heads in (c.pruned_heads or {}).items():
+            self.blocks[layer].prune_heads(heads)
+
+    def prune_heads(self, heads: dict[int, list[int]]) -> None:
+        """Remove self-attention heads from the weights and record them in ``config.pruned_heads``.
+
+        Args:
+            heads: {layer: [original head indices]}; grouped-query attention is refused.
+        """
+        for layer, hs in heads.items():
+            self.blocks[layer].prune_heads(hs)
+        done = {i: list(b.self_attn.pruned_heads) for i, b in enumerate(self.blocks)}
+        self.config = dataclasses.replace(self.config, pruned_heads={i: h for i, h in done.items() if h} or None)
 
     def _init_weights(self) -> None:
         """GPT-2's scheme: N(0, init_std) everywhere, zero biases, and the projections that end a
@@ -190,6 +207,7 @@ class Decoder(GenerationMixin, PretrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         position_ids: Tensor | None = None,
+        head_mask: Tensor | None = None,
     ) -> CausalLMOutput:
         """Next-token logits for every position.
 
@@ -202,6 +220,8 @@ class Decoder(GenerationMixin, PretrainedModel):
             output_hidden_states: also return the embeddings and every layer's output.
             position_ids: (n,) or (B, n) positions; by default counted over real tokens,
                 continuing after the cache.
+            head_mask: float (num_layers, H) or (H,) multiplying each head's output before the
+                output projection (Michel et al. 2019).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"Decoder: input_ids must be (B, n), got {tuple(input_ids.shape)}")
@@ -216,10 +236,11 @@ class Decoder(GenerationMixin, PretrainedModel):
         x = self.embed(input_ids, positions=position_ids if self.embed.position is not None else None)
         hidden = [x] if output_hidden_states else None
         maps = [] if output_attentions else None
+        head_masks = layer_head_masks(head_mask, len(self.blocks), "Decoder")
         for i, block in enumerate(self.blocks):
             out = block(
                 x, mask=key_mask, causal=True, cache=None if cache is None else cache[i],
-                output_attentions=output_attentions,
+                output_attentions=output_attentions, head_mask=head_masks[i],
             )
             x = out.hidden  # (B, n, d_model)
             if maps is not None:

@@ -8,6 +8,10 @@
 
 ``attention_mask`` (B, L), 1 = real token, becomes a key-padding mask: padding keys get zero
 weight; padding queries are computed but meaningless.
+
+``head_mask`` (num_layers, H) scales each head's output (Michel et al. 2019); ``prune_heads``
+removes heads from the weights and records them in ``config.pruned_heads``, so a pruned model
+saves and loads like any other.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch import Tensor, nn
 
 from ..attention import kernel_names
 from ..layers import Embeddings, TransformerBlock, activation_names, create_norm, norm_names
+from ..layers.blocks import layer_head_masks
 from .checkpoint import PretrainedModel
 from .outputs import EncoderOutput
 from .registry import ConfigError, ModelConfig
@@ -50,6 +55,8 @@ class EncoderConfig(ModelConfig):
         pad_token_id: padding token id.
         init_std: normal init of embeddings and linear weights.
         kernel: attention kernel ("auto" or a registered name).
+        pruned_heads: {layer: [original head indices]} removed by :meth:`Encoder.prune_heads`
+            (None: none); the model is built with them removed.
     """
 
     family: ClassVar[str] = "encoder"
@@ -73,6 +80,7 @@ class EncoderConfig(ModelConfig):
     pad_token_id: int = 0
     init_std: float = 0.02
     kernel: str = "auto"
+    pruned_heads: dict[int, list[int]] | None = None
 
     def build(self) -> "Encoder":
         return Encoder(self)
@@ -97,6 +105,11 @@ class EncoderConfig(ModelConfig):
         for key in ("vocab_size", "d_model", "num_layers", "num_heads", "ffn_dim", "max_len"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"EncoderConfig: {key} must be >= 1, got {getattr(self, key)}")
+        for layer, heads in (self.pruned_heads or {}).items():
+            if not 0 <= layer < self.num_layers or not all(0 <= h < self.num_heads for h in heads) \
+                    or len(set(heads)) >= self.num_heads:
+                raise ConfigError(f"EncoderConfig: pruned_heads[{layer}]={heads} does not fit "
+                                  f"num_layers={self.num_layers}, num_heads={self.num_heads} (a layer keeps >= 1 head)")
 
 
 class Pooler(nn.Module):
@@ -146,6 +159,19 @@ class Encoder(PretrainedModel):
         self.final_norm = create_norm(config.norm, config.d_model, config.eps) if config.norm_first else None
         self.pooler = Pooler(config.d_model) if config.pooler else None
         self._init_linear(config.init_std)
+        for layer, heads in (config.pruned_heads or {}).items():
+            self.layers[layer].prune_heads(heads)
+
+    def prune_heads(self, heads: dict[int, list[int]]) -> None:
+        """Remove self-attention heads from the weights and record them in ``config.pruned_heads``.
+
+        Args:
+            heads: {layer: [original head indices]}; already pruned heads are skipped.
+        """
+        for layer, hs in heads.items():
+            self.layers[layer].prune_heads(hs)
+        done = {i: list(layer.self_attn.pruned_heads) for i, layer in enumerate(self.layers)}
+        self.config = dataclasses.replace(self.config, pruned_heads={i: h for i, h in done.items() if h} or None)
 
     def _init_linear(self, std: float) -> None:
         """BERT's init for linear maps: N(0, std) weights, zero biases."""
@@ -162,6 +188,7 @@ class Encoder(PretrainedModel):
         token_type_ids: Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        head_mask: Tensor | None = None,
     ) -> EncoderOutput:
         """Encode a batch.
 
@@ -171,6 +198,8 @@ class Encoder(PretrainedModel):
             token_type_ids: (B, L) segment ids; zeros when None.
             output_attentions: return every layer's (B, H, L, L) weights.
             output_hidden_states: return the embeddings and every layer's output.
+            head_mask: float (num_layers, H) or (H,) multiplying each head's output before the
+                output projection (1 keeps, 0 removes; Michel et al. 2019); attentions unchanged.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"Encoder: input_ids must be (B, L), got {tuple(input_ids.shape)}")
@@ -188,8 +217,9 @@ class Encoder(PretrainedModel):
         x = self.embeddings(input_ids, token_type_ids)  # (B, L, d_model)
         hidden = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for layer in self.layers:
-            out = layer(x, mask=mask, output_attentions=output_attentions)
+        head_masks = layer_head_masks(head_mask, len(self.layers), "Encoder")
+        for layer, hm in zip(self.layers, head_masks):
+            out = layer(x, mask=mask, output_attentions=output_attentions, head_mask=hm)
             x = out.hidden  # (B, L, d_model)
             if attentions is not None:
                 attentions.append(out.self_attention)  # (B, H, L, L)

@@ -28,8 +28,10 @@ from torch import Tensor, nn
 
 from ..attention import LayerCaches, create_position, kernel_names
 from ..layers import TransformerBlock, activation_names, create_norm
+from ..layers.blocks import layer_head_masks
 from .checkpoint import PretrainedModel
 from .generation import GenerationMixin
+from .loss import token_loss
 from .outputs import Seq2SeqOutput
 from .registry import ConfigError, ModelConfig
 
@@ -200,6 +202,7 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
         attention_mask: Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        head_mask: Tensor | None = None,
     ) -> tuple[Tensor, tuple[Tensor, ...] | None, tuple[Tensor, ...] | None]:
         """Run the encoder.
 
@@ -208,6 +211,7 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
             attention_mask: (B, S) 1/True for real tokens, 0 for padding (either side); None = none.
             output_attentions: also return each layer's (B, H, S, S) weights.
             output_hidden_states: also return (embeddings, layer 1, ..., layer N), each (B, S, d).
+            head_mask: float (num_encoder_layers, H) or (H,) scaling each encoder head's output.
 
         Returns:
             ``(memory, attentions, hidden_states)``: memory (B, S, d_model), the others or None.
@@ -218,8 +222,8 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
         x = self._embed(self.src_embed, self.src_position, input_ids, positions)  # (B, S, d)
         maps = [] if output_attentions else None
         hidden = [x] if output_hidden_states else None
-        for block in self.encoder:
-            out = block(x, mask=key_mask, output_attentions=output_attentions)
+        for block, hm in zip(self.encoder, layer_head_masks(head_mask, len(self.encoder), "EncoderDecoder")):
+            out = block(x, mask=key_mask, output_attentions=output_attentions, head_mask=hm)
             x = out.hidden  # (B, S, d)
             if maps is not None:
                 maps.append(out.self_attention)  # (B, H, S, S)
@@ -243,6 +247,9 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
         cross_cache: LayerCaches | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        return_logits: bool = True,
+        head_mask: Tensor | None = None,
+        cross_attn_head_mask: Tensor | None = None,
     ) -> Seq2SeqOutput:
         """Run the decoder over target tokens (the encoder fields of the result are left None).
 
@@ -255,6 +262,10 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
             cache: self-attention :class:`LayerCaches` (dynamic), updated in place.
             cross_cache: cross-attention :class:`LayerCaches` (static), filled on first use.
             output_attentions, output_hidden_states: as in :meth:`forward`.
+            return_logits: project onto the vocabulary (False leaves ``logits`` None).
+            head_mask: float (num_decoder_layers, H) or (H,) scaling each decoder self-attention
+                head's output (Michel et al. 2019).
+            cross_attn_head_mask: the same for the cross-attention heads.
         """
         if decoder_input_ids.dim() != 2:
             raise ValueError(
@@ -275,11 +286,14 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
         x = self._embed(self.tgt_embed, self.tgt_position, decoder_input_ids, positions)  # (B, n, d)
         self_maps, cross_maps = ([], []) if output_attentions else (None, None)
         hidden = [x] if output_hidden_states else None
+        n_layers = len(self.decoder)
+        self_masks = layer_head_masks(head_mask, n_layers, "EncoderDecoder")
+        cross_masks = layer_head_masks(cross_attn_head_mask, n_layers, "EncoderDecoder")
         for i, block in enumerate(self.decoder):
             out = block(
                 x, mask=tgt_mask, causal=True, cache=None if cache is None else cache[i],
                 memory=memory, memory_mask=memory_mask, cross_cache=None if cross_cache is None else cross_cache[i],
-                output_attentions=output_attentions,
+                output_attentions=output_attentions, head_mask=self_masks[i], cross_head_mask=cross_masks[i],
             )
             x = out.hidden  # (B, n, d)
             if self_maps is not None:
@@ -292,7 +306,7 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
             if hidden is not None:
                 hidden[-1] = x
         return Seq2SeqOutput(
-            logits=self.lm_head(x),  # (B, n, V)
+            logits=self.lm_head(x) if return_logits else None,  # (B, n, V)
             last_hidden_state=x,
             decoder_attentions=_tuple(self_maps),
             cross_attentions=_tuple(cross_maps),
@@ -307,8 +321,13 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
         decoder_attention_mask: Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        labels: Tensor | None = None,
+        label_smoothing: float = 0.0,
+        head_mask: Tensor | None = None,
+        decoder_head_mask: Tensor | None = None,
+        cross_attn_head_mask: Tensor | None = None,
     ) -> Seq2SeqOutput:
-        """Next-token logits for every target position (teacher forcing).
+        """Next-token logits for every target position (teacher forcing), or the loss.
 
         Args:
             input_ids: (B, S) source ids.
@@ -317,12 +336,27 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
             decoder_attention_mask: (B, T) 1 for real target tokens, 0 for (right) padding.
             output_attentions: also return encoder, decoder and cross-attention weights.
             output_hidden_states: also return every layer's output of both stacks.
+            labels: (B, T) next-token targets, ``IGNORE_INDEX`` (-100) at padding: the output then
+                carries ``loss`` / ``loss_sum`` / ``num_tokens`` and no ``logits``, the projection
+                having run on labelled positions only. Right-padded targets need no
+                ``decoder_attention_mask``: under the causal mask no real position sees them.
+            label_smoothing: smoothing epsilon of the loss.
+            head_mask: float (num_encoder_layers, H) or (H,) scaling each encoder head's output
+                before the output projection (Michel et al. 2019; Hugging Face's names).
+            decoder_head_mask: the same for the decoder's self-attention heads.
+            cross_attn_head_mask: the same for the decoder's cross-attention heads.
         """
-        memory, enc_maps, enc_hidden = self.encode(input_ids, attention_mask, output_attentions, output_hidden_states)
+        memory, enc_maps, enc_hidden = self.encode(
+            input_ids, attention_mask, output_attentions, output_hidden_states, head_mask=head_mask,
+        )
         out = self.decode(
             decoder_input_ids, memory, _memory_mask(attention_mask), decoder_attention_mask,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            return_logits=labels is None, head_mask=decoder_head_mask, cross_attn_head_mask=cross_attn_head_mask,
         )
+        if labels is not None:
+            out.loss_sum, out.num_tokens = token_loss(out.last_hidden_state, self.lm_head, labels, label_smoothing)
+            out.loss = out.loss_sum / out.num_tokens.clamp(min=1)
         out.encoder_last_hidden_state = memory  # (B, S, d)
         out.encoder_attentions, out.encoder_hidden_states = enc_maps, enc_hidden
         return out

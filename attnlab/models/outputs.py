@@ -60,10 +60,14 @@ class Seq2SeqRNNOutput:
     Attributes:
         logits: (B, T, V) next-token logits at every decoder position.
         attentions: ``((B, T, S),)``: each decoder step's weights over the source, if requested.
+        loss, loss_sum, num_tokens: as in :class:`Seq2SeqOutput`, if labels were given.
     """
 
     logits: Tensor
     attentions: tuple[Tensor, ...] | None = None
+    loss: Tensor | None = None
+    loss_sum: Tensor | None = None
+    num_tokens: Tensor | None = None
 
 
 @dataclass
@@ -99,12 +103,16 @@ class Seq2SeqOutput:
         cross_attentions: one (B, H, T, S) map per decoder layer over the source, if requested.
         encoder_hidden_states, decoder_hidden_states: (embeddings, layer 1, ..., layer N) of each
             stack, the last after the final norm, if requested.
+        loss: the mean next-token cross-entropy over labelled positions, if labels were given
+            (then ``logits`` is None: the projection ran on the labelled positions only).
+        loss_sum, num_tokens: the summed loss and the number of labelled tokens (``loss`` is
+            their ratio), for trainers that normalise over a whole accumulated batch.
 
     ``attentions`` and ``hidden_states`` are the decoder's (the stack that makes the logits), so
     code written for a decoder-only model reads an encoder-decoder the same way.
     """
 
-    logits: Tensor
+    logits: Tensor | None
     last_hidden_state: Tensor | None = None
     encoder_last_hidden_state: Tensor | None = None
     encoder_attentions: tuple[Tensor, ...] | None = None
@@ -112,6 +120,9 @@ class Seq2SeqOutput:
     cross_attentions: tuple[Tensor, ...] | None = None
     encoder_hidden_states: tuple[Tensor, ...] | None = None
     decoder_hidden_states: tuple[Tensor, ...] | None = None
+    loss: Tensor | None = None
+    loss_sum: Tensor | None = None
+    num_tokens: Tensor | None = None
 
     @property
     def attentions(self) -> tuple[Tensor, ...] | None:

@@ -79,8 +79,16 @@ class ModelConfig:
         new.validate()
         return new
 
+    def __post_init__(self):
+        pruned = getattr(self, "pruned_heads", None)
+        if pruned is not None:  # families with prunable heads; JSON turns the layer keys into strings
+            self.pruned_heads = {int(k): sorted(int(h) for h in v) for k, v in pruned.items()}
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if "pruned_heads" in d and d["pruned_heads"] is None:  # unpruned configs (and presets) leave it out
+            del d["pruned_heads"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":

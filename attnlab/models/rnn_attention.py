@@ -28,6 +28,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from ..attention import attend
 from ..layers import BahdanauAttention, LuongAttention
 from .checkpoint import PretrainedModel
+from .loss import token_loss
 from .outputs import Seq2SeqRNNOutput, TokenClassifierOutput
 from .registry import ConfigError, ModelConfig
 
@@ -182,7 +183,8 @@ class RNNSeq2Seq(PretrainedModel):
         return self.out(self.dropout(features)), res.weights, (state, feed)
 
     def forward(self, input_ids: Tensor, decoder_input_ids: Tensor, attention_mask: Tensor | None = None,
-                output_attentions: bool = False) -> Seq2SeqRNNOutput:
+                output_attentions: bool = False, labels: Tensor | None = None,
+                label_smoothing: float = 0.0) -> Seq2SeqRNNOutput:
         """Teacher-forced logits.
 
         Args:
@@ -190,6 +192,8 @@ class RNNSeq2Seq(PretrainedModel):
             decoder_input_ids: (B, T) target ids shifted right (starting with BOS).
             attention_mask: (B, S), 1 = real source token, 0 = padding.
             output_attentions: also return the (B, T, S) attention weights.
+            labels: (B, T) next-token targets, -100 at padding: adds ``loss``, ``loss_sum``, ``num_tokens``.
+            label_smoothing: smoothing epsilon of the loss.
         """
         if input_ids.dim() != 2 or decoder_input_ids.dim() != 2:
             raise ValueError(f"RNNSeq2Seq: input_ids and decoder_input_ids must be (B, L), got "
@@ -200,10 +204,14 @@ class RNNSeq2Seq(PretrainedModel):
             step_logits, w, carry = self.step(decoder_input_ids[:, t], memory, mask, carry)
             logits.append(step_logits)
             weights.append(w)
-        return Seq2SeqRNNOutput(
+        out = Seq2SeqRNNOutput(
             logits=torch.stack(logits, 1),  # (B, T, V)
             attentions=(torch.stack(weights, 1),) if output_attentions else None,  # ((B, T, S),)
         )
+        if labels is not None:
+            out.loss_sum, out.num_tokens = token_loss(out.logits, lambda x: x, labels, label_smoothing)
+            out.loss = out.loss_sum / out.num_tokens.clamp(min=1)
+        return out
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, max_new_tokens: int, bos_id: int, eos_id: int,

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..attention import kernel_names
 from ..layers import PatchEmbedding, TransformerBlock, activation_names, create_norm, norm_names
+from ..layers.blocks import layer_head_masks
 from .checkpoint import PretrainedModel
 from .outputs import ImageClassifierOutput
 from .registry import ConfigError, ModelConfig
@@ -155,12 +156,15 @@ class ViT(PretrainedModel):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, pixel_values: Tensor, output_attentions: bool = False) -> ImageClassifierOutput:
+    def forward(self, pixel_values: Tensor, output_attentions: bool = False,
+                head_mask: Tensor | None = None) -> ImageClassifierOutput:
         """Classify a batch of images.
 
         Args:
             pixel_values: (B, C, H, W) images of ``config.image_size`` pixels a side.
             output_attentions: also return every layer's (B, H, N, N) self-attention weights.
+            head_mask: float (num_layers, H) or (H,) multiplying each head's output before the
+                output projection (Michel et al. 2019).
         """
         size = self.config.image_size
         if pixel_values.dim() != 4 or tuple(pixel_values.shape[2:]) != (size, size):
@@ -170,8 +174,8 @@ class ViT(PretrainedModel):
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 1 + P, d)
         x = self.dropout(x + self.pos_embed)  # (B, N, d)
         attentions = [] if output_attentions else None
-        for block in self.blocks:
-            out = block(x, output_attentions=output_attentions)
+        for block, hm in zip(self.blocks, layer_head_masks(head_mask, len(self.blocks), "ViT")):
+            out = block(x, output_attentions=output_attentions, head_mask=hm)
             x = out.hidden  # (B, N, d)
             if attentions is not None:
                 attentions.append(out.self_attention)  # (B, H, N, N)

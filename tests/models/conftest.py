@@ -5,12 +5,8 @@ import torch
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Model tests run tiny matmuls: one thread is faster than two, and far faster on a shared box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Model tests run tiny matmuls on one thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

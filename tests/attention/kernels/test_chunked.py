@@ -106,4 +106,6 @@ def test_memory_is_linear_in_sequence_length():
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     grown = float(res.stdout.strip())
-    assert grown < 150, f"chunked forward+backward grew RSS by {grown:.0f} MiB"
+    # A (N, N) score matrix would be 256 MiB per head (512 MiB here); the kernel's blocks and
+    # workspaces take ~110-170 MiB depending on the allocator's state, so 200 separates the two.
+    assert grown < 200, f"chunked forward+backward grew RSS by {grown:.0f} MiB"
