@@ -13,6 +13,9 @@ the explanations, rank heads, and show it all.
 * ``faithfulness``: comprehensiveness, sufficiency, AOPC, deletion/insertion AUC, the
   model-randomisation check, and the table that ranks methods;
 * ``heads``: head importance (Michel et al. 2019), pruning order and curve;
+* ``figures``: head grids, rollout heatmaps, token saliency (PNG and HTML), alignments, patch
+  overlays, pruning curves (matplotlib);
+* ``pipeline`` / ``targets``: what ``attnlab explain`` and ``attnlab heads`` run;
 * ``explorer``: the self-contained HTML explorer. The web server (``attnlab.explain.server``,
   needs fastapi) is imported on its own.
 """
@@ -20,6 +23,10 @@ the explanations, rank heads, and show it all.
 from .attribution import integrated_gradients, occlusion, random_relevance
 from .capture import Capture, capture
 from .explorer import encode_attentions, explorer_data, write_explorer
+from .figures import (
+    plot_alignment, plot_head_grid, plot_patch_relevance, plot_pruning_curve, plot_rollout, plot_saliency,
+    saliency_colors, saliency_html, write_saliency_html,
+)
 from .faithfulness import (
     HIGHER_IS_BETTER, aopc, comprehensiveness, deletion_auc, faithfulness_table, insertion_auc,
     masked_scorer, randomization_check, sufficiency,
@@ -40,4 +47,7 @@ __all__ = [
     "deletion_auc", "insertion_auc", "randomization_check", "faithfulness_table",
     "head_importance", "prune_order", "heads_to_prune", "head_mask_for", "pruning_curve", "prune_heads",
     "write_explorer", "encode_attentions", "explorer_data",
+    "plot_head_grid", "plot_rollout", "plot_saliency", "saliency_colors", "saliency_html",
+    "write_saliency_html", "plot_alignment", "plot_patch_relevance", "plot_pruning_curve",
 ]
+

@@ -23,6 +23,7 @@ from .heads import (
 )
 from .pretrained import load_pretrained, register_loader, resolve_checkpoint
 from .embed import embed
+from .positions import extend_positions
 from .registry import load_preset_files
 
 load_preset_files()  # the YAML presets in attnlab/configs/models, now that every family is imported
@@ -37,5 +38,5 @@ __all__ = [
     "ViT", "ViTConfig", "CNNAttention", "CNNAttentionConfig",
     "RNNSeq2Seq", "RNNSeq2SeqConfig", "BiLSTMTagger", "BiLSTMTaggerConfig",
     "SequenceClassificationHead", "TokenClassificationHead", "RegressionHead", "mean_pool", "get_pooling", "register_pooling",
-    "load_pretrained", "register_loader", "resolve_checkpoint", "embed",
+    "load_pretrained", "register_loader", "resolve_checkpoint", "embed", "extend_positions",
 ]

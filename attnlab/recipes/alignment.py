@@ -1,14 +1,12 @@
-"""Cross-attention maps of a seq2seq model and the alignment figure (source vs output tokens)."""
+"""Cross-attention maps of a seq2seq model; the alignment figure lives in ``attnlab.explain.figures``."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from ..data.subword import BOS_ID
-from ..io import atomic_path
+from ..explain.figures import plot_alignment
 
 __all__ = ["cross_attention", "plot_alignment"]
 
@@ -33,44 +31,3 @@ def cross_attention(model: nn.Module, src: list[int], out: list[int]) -> Tensor:
     if getattr(res, "cross_attentions", None):
         return res.cross_attentions[-1][0].mean(0).float().cpu()  # (T, S)
     return res.attentions[0][0].float().cpu()  # RNN: (T, S)
-
-
-def plot_alignment(panels: list[tuple[Tensor, list[str], list[str]]], path, title: str = "") -> Path:
-    """Draw one heatmap per example (rows: output tokens, columns: source tokens), written atomically.
-
-    Args:
-        panels: ``(weights (T, S), source tokens (S), output tokens (T))`` per example.
-        path: the PNG to write.
-        title: the figure title.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(panels)
-    cols = min(2, n)
-    rows = (n + cols - 1) // cols
-    widths = [max(len(p[1]) for p in panels) * 0.28 + 1.5]
-    fig, axes = plt.subplots(rows, cols, figsize=(widths[0] * cols, 4.2 * rows), squeeze=False)
-    for ax, (w, src, tgt) in zip(axes.flat, panels):
-        ax.imshow(w.numpy(), cmap="viridis", aspect="auto", vmin=0, vmax=max(1e-6, float(w.max())))
-        ax.set_xticks(range(len(src)), [repr(c)[1:-1] if c.strip() else "␣" for c in src], fontsize=8,
-                      rotation=90 if max(len(c) for c in src) > 2 else 0)
-        ax.set_yticks(range(len(tgt)), tgt, fontsize=8)
-        ax.set_xlabel("source")
-        ax.set_ylabel("output")
-        ax.set_title("".join(c for c in src if c != "</s>"), fontsize=9)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    finally:
-        plt.close(fig)
-    return Path(path)
-
-

@@ -1,0 +1,457 @@
+"""From a checkpoint or a run directory and a text to relevances, files and faithfulness scores.
+
+    s = load_subject("path/to/all-MiniLM-L6-v2")          # or a trainer run dir (seq2seq)
+    ex = explain_text(s, "A man is playing a guitar.", ("rollout", "chefer", "ig"))
+    ex.tokens, ex.relevances["ig"]                          # one float per token
+    write_outputs(ex, "out/")                               # relevances.json, explorer.html, figures
+    rows = explain_eval(s, texts, ("rollout", "ig", "random"), out_dir="out/")
+    report = heads_report(s, texts, out_dir="out/")         # head importance, pruning curves
+
+Methods: every attention method of :data:`~attnlab.explain.methods.METHODS` plus "ig",
+"occlusion" and "random". For a seq2seq model relevances are over the SOURCE tokens: the
+cross-attention maps (mean over heads, layers and output positions) carried back through the
+encoder's rollout ("rollout"), or Chefer's gradient-weighted version of both ("chefer"); the
+decoder's self-attention is not rolled out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .attribution import integrated_gradients, occlusion, random_relevance
+from .capture import Capture, capture
+from .explorer import write_explorer
+from .faithfulness import aopc, comprehensiveness, deletion_auc, faithfulness_table, insertion_auc, masked_scorer, sufficiency
+from .methods import METHODS, attention_x_gradient, fuse_heads, get_method, grad_rollout, relevance_for, rollout
+from .targets import Target, make_target
+
+INPUT_METHODS = ("ig", "occlusion", "random")
+SEQ2SEQ_ATTENTION = ("raw", "rollout", "chefer", "attn_x_grad")
+DEFAULT_METHODS = ("rollout", "chefer", "ig")
+METRICS = ("comprehensiveness", "sufficiency", "aopc", "deletion_auc", "insertion_auc")
+SHORT = {"comprehensiveness": "compr ↑", "sufficiency": "suff ↓", "aopc": "AOPC ↑",
+         "deletion_auc": "del AUC ↓", "insertion_auc": "ins AUC ↑"}
+SPECIAL = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>", "<eos>", "<bos>", ""}
+
+
+@dataclass
+class Subject:
+    """A model to explain. ``kind``: "encoder", "classifier" or "seq2seq"; ``data`` holds a
+    seq2seq run's tokenizers (``src_tok``, ``tgt_tok``), ``recipe``/``cfg`` its recipe and config."""
+
+    model: nn.Module
+    tokenizer: Any
+    kind: str
+    name: str
+    data: Any = None
+    recipe: Any = None
+    cfg: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Explanation:
+    """Relevances of one text: ``relevances[method]`` has one float per token of ``tokens``
+    (the source tokens of a seq2seq model). ``info`` holds the target value, the output of a
+    seq2seq model and Integrated Gradients' completeness check."""
+
+    tokens: list[str]
+    target_description: str
+    relevances: dict[str, list[float]]
+    capture: Capture
+    kind: str = "encoder"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def attentions(self) -> tuple[Tensor, ...]:
+        """Layers x (H, L, L) self-attention over ``tokens`` (the encoder's, for seq2seq)."""
+        return self.capture.maps("encoder" if self.kind == "seq2seq" else "self")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_subject(model_or_run_dir: str | Path) -> Subject:
+    """A checkpoint directory (Hugging Face BERT format or attnlab's, with its tokenizer) or a
+    trainer run directory (``config.yaml``: a seq2seq recipe's model and tokenizers)."""
+    path = Path(model_or_run_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such model or run directory")
+    if (path / "config.yaml").is_file():
+        return _load_run(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: neither a checkpoint (config.json) nor a run directory (config.yaml)")
+    from ..data import load_tokenizer
+    from ..models.pretrained import load_pretrained
+
+    model = load_pretrained(path).eval()
+    tok = load_tokenizer(path)
+    with torch.no_grad():
+        out = model(**dict(tok("a", return_tensors="pt")))
+    logits = getattr(out, "logits", None)
+    if logits is not None and logits.dim() != 2:
+        raise ValueError(f"{path}: a language model ({type(model).__name__}); explain handles encoders, "
+                         "classifiers and seq2seq run directories")
+    kind = "classifier" if logits is not None else "encoder"
+    name = path.parent.name if path.name == "model" else path.name
+    return Subject(model, tok, kind, name)
+
+
+def _load_run(path: Path) -> Subject:
+    from ..models.rnn_attention import RNNSeq2Seq
+    from ..recipes import load_run_config
+    from ..recipes.seq2seq import Seq2SeqRecipe
+
+    recipe, cfg = load_run_config(path)
+    if not isinstance(recipe, Seq2SeqRecipe):
+        raise ValueError(f"{path}: a {recipe.name!r} run; explain handles seq2seq runs and checkpoint directories")
+    model, data = recipe.load_run(cfg, path, log=lambda m: None)
+    if isinstance(model, RNNSeq2Seq):
+        raise ValueError(f"{path}: an RNN seq2seq run; explain needs a Transformer's attention maps")
+    return Subject(model.eval(), data.src_tok, "seq2seq", path.name, data, recipe, cfg)
+
+
+# ----------------------------------------------------------------------------- one example
+
+
+@dataclass
+class Example:
+    """One text prepared for a model: forward arguments (batch of one), tokens, the target,
+    the special positions (never removed, never ranked), the id that removes a token, the
+    IG baseline id and the embedding module IG attributes."""
+
+    inputs: dict[str, Tensor]
+    tokens: list[str]
+    target: Target
+    special: Tensor
+    replace_id: int
+    baseline_id: int
+    output: str | None = None
+
+
+def prepare(subject: Subject, text: str, target: str | None = None, pair: str | None = None) -> Example:
+    """Tokenize ``text`` and build its target (see :func:`attnlab.explain.targets.make_target`).
+
+    For seq2seq, ``pair`` is a reference output to score; without it the greedy output is used.
+    """
+    if not text.strip():
+        raise ValueError("the text is empty")
+    if subject.kind == "seq2seq":
+        return _prepare_seq2seq(subject, text, target, pair)
+    tok, model = subject.tokenizer, subject.model
+    inputs = dict(tok(text, return_tensors="pt"))
+    limit = getattr(getattr(model, "config", None), "max_len", None)
+    n = inputs["input_ids"].shape[1]
+    if limit and n > limit:
+        # Longer than the learned position table: stretch it by linear interpolation (the
+        # approach used to resize BERT/ViT tables) to the next power of two.
+        from ..models.positions import extend_positions
+
+        new = 1 << (n - 1).bit_length()
+        try:
+            extend_positions(model, new, method="interpolate")
+        except ValueError as e:
+            raise ValueError(f"the text is {n} tokens; the model takes {limit} and its positions "
+                             f"cannot be extended: {e}") from None
+        subject.notes.append(f"the text is {n} tokens: position table extended from {limit} to {new} "
+                             "by linear interpolation")
+    tokens = [t or "" for t in tok.convert_ids_to_tokens(inputs["input_ids"][0].tolist())]
+    if pair and target is None and subject.kind == "encoder":
+        target = "cosine"
+    pair_inputs = dict(tok(pair, return_tensors="pt")) if pair else None
+    tgt = make_target(target, subject.kind, model, inputs, pair_inputs=pair_inputs)
+    if pair and (target or "").partition(":")[0] != "cosine":
+        raise ValueError("--pair goes with --target cosine (or a seq2seq reference output)")
+    special = torch.tensor([t in SPECIAL for t in tokens])
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    replace = next((i for i in (tok.token_to_id("[MASK]"), tok.token_to_id("[UNK]")) if i is not None), pad)
+    return Example(inputs, tokens, tgt, special, replace, pad)
+
+
+def _prepare_seq2seq(subject: Subject, text: str, target: str | None, pair: str | None) -> Example:
+    from ..data.subword import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+    from ..recipes.seq2seq import encode_source, encode_target
+
+    data, model = subject.data, subject.model
+    src = encode_source(data.src_tok, text)  # ends with EOS
+    if pair is not None:
+        out_ids = encode_target(data.tgt_tok, pair)
+    else:
+        out_ids = subject.recipe.decode_ids(model, data, [text], beam=1, length_penalty=1.0, dcfg=subject.cfg.decode)[0]
+    output = data.tgt_tok.decode(out_ids)
+    inputs = {"input_ids": torch.tensor([src]), "attention_mask": torch.ones(1, len(src), dtype=torch.long),
+              "decoder_input_ids": torch.tensor([[BOS_ID] + out_ids])}  # (1, S), (1, S), (1, T)
+    tgt = make_target(target, "seq2seq", model, inputs, output_ids=out_ids + [EOS_ID], output_text=output)
+    tokens = [t or "" for t in data.src_tok.convert_ids_to_tokens(src)]
+    special = torch.tensor([i == EOS_ID for i in src])
+    return Example(inputs, tokens, tgt, special, UNK_ID, PAD_ID, output)
+
+
+@contextmanager
+def _source_embedding(subject: Subject):
+    """The module whose output IG attributes. A seq2seq model with a shared vocabulary embeds
+    source and target with one module; captum would hook both calls, so for the call the source
+    gets an alias module holding the same weight."""
+    model = subject.model
+    if subject.kind != "seq2seq":
+        yield model.embeddings.token
+        return
+    shared = model.src_embed
+    alias = nn.Embedding.from_pretrained(shared.weight, freeze=False, padding_idx=shared.padding_idx)
+    alias.weight = shared.weight  # the very parameter, not a copy
+    model.src_embed = alias
+    try:
+        yield alias
+    finally:
+        model.src_embed = shared
+
+
+def check_methods(methods: Sequence[str], kind: str = "encoder") -> tuple[str, ...]:
+    """The method names, deduplicated; an unknown one raises with the nearest name."""
+    known = (SEQ2SEQ_ATTENTION if kind == "seq2seq" else tuple(METHODS)) + INPUT_METHODS
+    out = tuple(dict.fromkeys(m.strip() for m in methods if m.strip()))
+    if not out:
+        raise ValueError("no methods given")
+    for m in out:
+        if m not in known:
+            near = difflib.get_close_matches(m, known, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(f"unknown method {m!r} for a {kind} model{hint}; known: {', '.join(known)}")
+    return out
+
+
+def explain_text(
+    subject: Subject,
+    text: str,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    target: str | None = None,
+    pair: str | None = None,
+    *,
+    ig_steps: int = 64,
+    seed: int = 0,
+) -> Explanation:
+    """Per-token relevances of ``text`` by each method.
+
+    Args:
+        subject: from :func:`load_subject`.
+        text: the input (the source sentence of a seq2seq model).
+        methods: attention methods (rollout, chefer, raw, flow, attn_x_grad, ...), "ig",
+            "occlusion", "random".
+        target: the explained scalar (see :mod:`attnlab.explain.targets`); None: the default.
+        pair: the pair text of the cosine target; for seq2seq a reference output to score.
+        ig_steps: Integrated Gradients' quadrature points.
+        seed: seed of the random baseline.
+    """
+    methods = check_methods(methods, subject.kind)
+    ex = prepare(subject, text, target, pair)
+    return _explain(subject, ex, methods, ig_steps=ig_steps, seed=seed)
+
+
+def _explain(subject: Subject, ex: Example, methods: Sequence[str], *, ig_steps: int = 64, seed: int = 0) -> Explanation:
+    model, fn = subject.model, ex.target.fn
+    cap = capture(model, ex.inputs, target=fn, tokens=ex.tokens)
+    info: dict[str, Any] = {"target_value": float(cap.target)}
+    if subject.notes:
+        info["notes"] = list(subject.notes)
+    if ex.output is not None:
+        info["output"] = ex.output
+    rel: dict[str, list[float]] = {}
+    for m in methods:
+        if m == "random":
+            r = random_relevance(len(ex.tokens), seed)
+        elif m == "occlusion":
+            r = occlusion(model, ex.inputs, fn, ex.replace_id, positions=~ex.special)
+        elif m == "ig":
+            with _source_embedding(subject) as emb:
+                r, delta = integrated_gradients(model, ex.inputs, fn, emb, ex.baseline_id, steps=ig_steps,
+                                                keep=ex.special, internal_batch_size=32)
+            info["ig"] = _ig_check(model, ex, r, delta)
+        elif subject.kind == "seq2seq":
+            r = _seq2seq_attention(m, cap)
+        else:
+            R = get_method(m)(cap.maps("self"), cap.grads("self"))
+            r = R if R.dim() == 1 else relevance_for(R.double(), ex.target.position)
+        rel[m] = [float(x) for x in r.detach().double().cpu()]
+    return Explanation(ex.tokens, ex.target.description, rel, cap, subject.kind, info)
+
+
+def _ig_check(model: nn.Module, ex: Example, attr: Tensor, delta: float) -> dict[str, float]:
+    """Completeness of IG: Σ attributions against f(x) − f(baseline)."""
+    ids = ex.inputs["input_ids"]
+    base = torch.where(ex.special[None], ids, torch.full_like(ids, ex.baseline_id))  # (1, L)
+    with torch.no_grad():
+        fx = float(ex.target.fn(model(**ex.inputs)))
+        fb = float(ex.target.fn(model(**{**ex.inputs, "input_ids": base})))
+    return {"sum": float(attr.sum()), "f_x": fx, "f_baseline": fb, "delta": delta}
+
+
+def _seq2seq_attention(name: str, cap: Capture) -> Tensor:
+    """(S,) source relevance of the whole output from cross- and encoder attention."""
+    enc, cross = cap.maps("encoder"), cap.maps("cross")  # layers x (H, S, S), layers x (H, T, S)
+    if name == "raw":
+        return cross[-1].mean(0).mean(0)  # (S,)
+    if name == "attn_x_grad":
+        return attention_x_gradient(cross, cap.grads("cross")).mean(0)  # (S,)
+    if name == "rollout":
+        C = torch.stack([fuse_heads(c) for c in cross]).mean(0)  # (T, S)
+        return (C.double() @ rollout(enc).double()).mean(0)  # (S,)
+    # chefer: Chefer et al. 2021's gradient-weighted cross-attention E_h[(∇A ⊙ A)⁺], summed over
+    # layers, carried back through the encoder's gradient rollout (eq. 5-6).
+    C = sum((g * a).clamp(min=0).mean(0) for a, g in zip(cross, cap.grads("cross")))  # (T, S)
+    return (C.double() @ grad_rollout(enc, cap.grads("encoder")).double()).mean(0)  # (S,)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_outputs(explanation: Explanation, out_dir: str | Path, title: str = "attnlab explain") -> dict[str, Path]:
+    """Write ``relevances.json``, ``explorer.html`` and, when :mod:`attnlab.explain.figures` is
+    there, ``saliency.png``, ``heads.png`` (last layer) and ``rollout.png``. Returns name -> path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ex = explanation
+    paths = {"relevances": out / "relevances.json", "explorer": out / "explorer.html"}
+    data = {"tokens": ex.tokens, "target": ex.target_description, "methods": ex.relevances}
+    paths["relevances"].write_text(json.dumps(data, indent=1), encoding="utf-8")
+    maps = list(ex.attentions())
+    prediction = ex.target_description + (f"; output {ex.info['output']!r}" if "output" in ex.info else "")
+    write_explorer(paths["explorer"], ex.tokens, maps, ex.relevances, title=title, prediction=prediction)
+    figures = _figures()
+    if figures is not None:
+        paths["saliency"] = out / "saliency.png"
+        figures.plot_saliency(ex.tokens, ex.relevances, paths["saliency"])
+        paths["heads"] = out / "heads.png"
+        figures.plot_head_grid(maps[-1], ex.tokens, paths["heads"], "last layer, every head")
+        paths["rollout"] = out / "rollout.png"
+        figures.plot_rollout(rollout(maps), ex.tokens, paths["rollout"])
+    return paths
+
+
+def _figures():
+    """attnlab.explain.figures, or None (with a note on stderr) when it is not there."""
+    try:
+        from . import figures
+    except ImportError as e:
+        import sys
+
+        print(f"figures skipped: attnlab.explain.figures is not available ({e})", file=sys.stderr)
+        return None
+    return figures
+
+
+# ----------------------------------------------------------------------------- faithfulness
+
+
+def explain_eval(
+    subject: Subject,
+    texts: Sequence[str],
+    methods: Sequence[str] = ("rollout", "chefer", "ig", "occlusion", "random"),
+    target: str | None = None,
+    pair: str | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    ig_steps: int = 32,
+) -> list[dict[str, Any]]:
+    """Faithfulness of each method over ``texts`` (the mean of each metric over examples),
+    ranked by :func:`~attnlab.explain.faithfulness.faithfulness_table`. Tokens are removed by
+    replacing them ([MASK]; the unknown token for seq2seq); special tokens are never removed.
+    Writes ``faithfulness.json`` under ``out_dir`` when given. Returns the table's rows."""
+    methods = check_methods(methods, subject.kind)
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ValueError("no texts to evaluate")
+    sums = {m: dict.fromkeys(METRICS, 0.0) for m in methods}
+    for text in texts:
+        ex = prepare(subject, text, target, pair)
+        expl = _explain(subject, ex, methods, ig_steps=ig_steps)
+        score = masked_scorer(subject.model, ex.inputs, ex.target.fn, replace_id=ex.replace_id, protected=ex.special)
+        for m in methods:
+            r = torch.tensor(expl.relevances[m], dtype=torch.float64)
+            vals = {"comprehensiveness": comprehensiveness(score, r).mean, "sufficiency": sufficiency(score, r).mean,
+                    "aopc": aopc(score, r), "deletion_auc": deletion_auc(score, r), "insertion_auc": insertion_auc(score, r)}
+            for k, v in vals.items():
+                sums[m][k] += v / len(texts)
+    rows = faithfulness_table(sums)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        report = {"target": expl.target_description, "examples": len(texts), "methods": list(methods), "table": rows}
+        (out / "faithfulness.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]], title: str = "faithfulness (mean over examples; rank 1 = best)") -> None:
+    """The faithfulness table in the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, caption="arrows: which way is more faithful; rows best first")
+    table.add_column("method", no_wrap=True, min_width=max(len(r["method"]) for r in rows))
+    for m in METRICS:
+        table.add_column(SHORT[m], justify="right", no_wrap=True)
+    table.add_column("mean rank", justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["method"], *(f"{r[m]:.3f}" for m in METRICS), f"{r['mean_rank']:.2f}")
+    Console().print(table)
+
+
+# ----------------------------------------------------------------------------- heads
+
+
+def _stack(subject: Subject) -> tuple[int, int]:
+    """(layers, heads) of the self-attention the head mask scales (the encoder's, for seq2seq)."""
+    layers = subject.model.encoder if subject.kind == "seq2seq" else subject.model.layers
+    return len(layers), layers[0].self_attn.num_heads
+
+
+def heads_report(
+    subject: Subject,
+    texts: Sequence[str],
+    target: str | None = None,
+    pair: str | None = None,
+    *,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Head importance (Michel et al. 2019) with the target as the loss (no labels needed), and
+    the target's mean over ``texts`` as ever more heads are masked, least important first vs a
+    random order. Writes ``heads.json`` (and ``pruning.png``) under ``out_dir`` when given."""
+    from .heads import head_importance, pruning_curve
+
+    examples = [prepare(subject, t, target, pair) for t in texts if t.strip()]
+    if not examples:
+        raise ValueError("no texts to score heads on")
+    L, H = _stack(subject)
+
+    def run(model, ex: Example, mask: Tensor) -> Tensor:
+        return ex.target.fn(model(**ex.inputs, head_mask=mask))
+
+    imp = head_importance(subject.model, examples, run, L, H, per_example=False)
+
+    @torch.no_grad()
+    def metric(model, mask: Tensor) -> float:
+        return sum(float(run(model, ex, mask)) for ex in examples) / len(examples)
+
+    curves = {order: pruning_curve(subject.model, metric, imp, order=order) for order in ("importance", "random")}
+    descs = list(dict.fromkeys(ex.target.description for ex in examples))
+    what = descs[0] if len(descs) == 1 else f"{descs[0]} (the first input's; it differs per input)"
+    report = {"target": what, "examples": len(examples), "layers": L, "heads": H,
+              "importance": imp.tolist(), "curves": {k: [list(p) for p in v] for k, v in curves.items()}}
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "heads.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+        figures = _figures()
+        if figures is not None:
+            figures.plot_pruning_curve(curves, out / "pruning.png", "mean target")
+    return report
+
+
+__all__ = ["Subject", "Explanation", "Example", "load_subject", "prepare", "explain_text", "check_methods",
+           "write_outputs", "explain_eval", "print_table", "heads_report", "DEFAULT_METHODS", "INPUT_METHODS"]
