@@ -277,6 +277,8 @@ def _explain(subject: Subject, ex: Example, methods: Sequence[str], *, ig_steps:
             r = _seq2seq_attention(m, cap)
         else:
             R = get_method(m)(cap.maps("self"), cap.grads("self"))
+            if m == "chefer":  # R = I + updates: the identity is each token's own residual, not evidence
+                R = R - torch.eye(R.shape[-1], dtype=R.dtype, device=R.device)
             r = R if R.dim() == 1 else relevance_for(R.double(), ex.target.position)
         rel[m] = [float(x) for x in r.detach().double().cpu()]
     return Explanation(ex.tokens, ex.target.description, rel, cap, subject.kind, info)
