@@ -655,7 +655,8 @@ def explain(
         out: the directory to write the files to.
         target: the explained scalar: logit[:K] (classifiers), pooled or cosine (encoders), logprob (seq2seq).
         pair: the pair text of --target cosine (implies it for encoders); for seq2seq a reference output to score.
-        data: eval: a text file, one input per line (plain or .gz).
+        data: eval: a text file, one input per line (plain or .gz); "text<TAB>pair" gives a line its
+            own pair (the cosine target's other sentence, or a seq2seq reference output).
         limit: eval: use at most this many lines.
         debug: show tracebacks instead of one-line errors.
     """

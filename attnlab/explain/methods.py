@@ -298,8 +298,9 @@ register_method("flow", description="attention flow, max-flow (Abnar & Zuidema 2
     lambda attns, grads=None, **kw: attention_flow(attns, **kw))
 register_method("chefer", needs_grads=True, description="gradient-weighted rollout (Chefer et al. 2021)")(
     lambda attns, grads=None, **kw: grad_rollout(attns, grads, **kw))
-register_method("attn_x_grad", needs_grads=True, description="attention x gradient of one layer")(
-    lambda attns, grads=None, **kw: attention_x_gradient(attns, grads, **kw))
+register_method("attn_x_grad", needs_grads=True,
+                description="attention x gradient of the last layer, positive part (Chefer's per-layer term)")(
+    lambda attns, grads=None, positive=True, **kw: attention_x_gradient(attns, grads, positive=positive, **kw))
 
 
 __all__ = [

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..io import write_json
 from .attribution import integrated_gradients, occlusion, random_relevance
 from .capture import Capture, capture
 from .explorer import write_explorer
@@ -364,14 +365,17 @@ def explain_eval(
     """Faithfulness of each method over ``texts`` (the mean of each metric over examples),
     ranked by :func:`~attnlab.explain.faithfulness.faithfulness_table`. Tokens are removed by
     replacing them ([MASK]; the unknown token for seq2seq); special tokens are never removed.
+    A text ``"sentence<TAB>pair"`` carries its own pair (the cosine target's other sentence, or a
+    seq2seq reference output) instead of ``pair``.
     Writes ``faithfulness.json`` under ``out_dir`` when given. Returns the table's rows."""
     methods = check_methods(methods, subject.kind)
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise ValueError("no texts to evaluate")
     sums = {m: dict.fromkeys(METRICS, 0.0) for m in methods}
-    for text in texts:
-        ex = prepare(subject, text, target, pair)
+    for line in texts:
+        text, tab, own_pair = line.partition("\t")  # "text<TAB>pair": this example's own pair
+        ex = prepare(subject, text, target, own_pair if tab else pair)
         expl = _explain(subject, ex, methods, ig_steps=ig_steps)
         score = masked_scorer(subject.model, ex.inputs, ex.target.fn, replace_id=ex.replace_id, protected=ex.special)
         for m in methods:
@@ -382,10 +386,8 @@ def explain_eval(
                 sums[m][k] += v / len(texts)
     rows = faithfulness_table(sums)
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         report = {"target": expl.target_description, "examples": len(texts), "methods": list(methods), "table": rows}
-        (out / "faithfulness.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+        write_json(Path(out_dir) / "faithfulness.json", report)
     return rows
 
 

@@ -136,3 +136,13 @@ def test_classifier_logit_target_reads_the_cls_row(minilm):
         explain_text(subject, TEXT, ("rollout",), target="pooled")
     report = heads_report(subject, [TEXT])
     assert torch.tensor(report["importance"]).shape == (2, 2)
+
+
+def test_eval_lines_may_carry_their_own_pair(minilm):
+    """"text<TAB>pair" is the same as the text with --pair: the cosine target against that pair."""
+    a, b = "A dog runs on the grass.", "A puppy is running outside."
+    tabbed = explain_eval(minilm, [f"{a}\t{b}"], ("occlusion", "random"), target="cosine")
+    given = explain_eval(minilm, [a], ("occlusion", "random"), target="cosine", pair=b)
+    assert tabbed == given
+    other = explain_eval(minilm, [a], ("occlusion", "random"), target="cosine", pair="Stock prices fell.")
+    assert other != given
