@@ -1,0 +1,162 @@
+"""`attnlab explain` (and `explain eval`), `heads` and `serve`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .base import _guarded, app, command, fail
+
+
+def _texts(data: Path, limit: int | None, debug: bool) -> list[str]:
+    """The non-blank lines of --data (plain or .gz), at most --limit of them."""
+    from attnlab.data.readers import read_lines
+
+    if limit is not None and limit < 1:
+        fail(f"--limit: must be at least 1, got {limit}")
+    texts = [t for t in _guarded(debug, lambda: read_lines(data)) if t.strip()]
+    if not texts:
+        fail(f"{data}: no non-blank lines")
+    return texts[:limit] if limit else texts
+
+
+@command(app)
+def explain(
+    args: list[str] = typer.Argument(..., metavar='MODEL_OR_RUN_DIR "TEXT" | eval MODEL_OR_RUN_DIR'),
+    method: str | None = None,
+    methods: str | None = None,
+    out: Path | None = None,
+    target: str | None = None,
+    pair: str | None = None,
+    data: Path | None = None,
+    limit: int | None = None,
+    debug: bool = False,
+) -> None:
+    """Explain a model's output on a text: one relevance score per token by each method.
+
+    attnlab explain MODEL_OR_RUN_DIR "A man is playing a guitar." --method rollout,chefer,ig --out DIR
+    writes relevances.json, explorer.html and figures. MODEL_OR_RUN_DIR is a checkpoint directory
+    (Hugging Face BERT or attnlab format: an encoder or a classifier) or a seq2seq run directory
+    of `attnlab train` (relevance over the source tokens of the greedy output).
+
+    attnlab explain eval MODEL_OR_RUN_DIR --data FILE --methods rollout,ig,random [--out DIR]
+    scores the methods' faithfulness (comprehensiveness, sufficiency, AOPC, deletion and
+    insertion AUC) over the lines of FILE and ranks them.
+
+    Methods: rollout, chefer, raw, flow, attn_x_grad (attention), ig, occlusion, random.
+
+    Args:
+        args: MODEL_OR_RUN_DIR and the TEXT, or the word eval and MODEL_OR_RUN_DIR.
+        method: comma-separated methods (default rollout,chefer,ig; for eval rollout,chefer,ig,occlusion,random).
+        methods: the same as --method.
+        out: the directory to write the files to.
+        target: the explained scalar: logit[:K] (classifiers), pooled or cosine (encoders), logprob (seq2seq).
+        pair: the pair text of --target cosine (implies it for encoders); for seq2seq a reference output to score.
+        data: eval: a text file, one input per line (plain or .gz); "text<TAB>pair" gives a line its
+            own pair (the cosine target's other sentence, or a seq2seq reference output).
+        limit: eval: use at most this many lines.
+        debug: show tracebacks instead of one-line errors.
+    """
+    from attnlab.explain import pipeline as P
+
+    args = list(args or [])
+    is_eval = len(args) == 2 and args[0] == "eval" and not (Path("eval").is_dir() and data is None)
+    chosen = methods or method
+    if is_eval:
+        if data is None:
+            fail("explain eval: --data FILE is required (one input per line)")
+        texts = _texts(data, limit, debug)
+        names = (chosen or "rollout,chefer,ig,occlusion,random").split(",")
+        subject = _guarded(debug, lambda: P.load_subject(args[1]))
+        rows = _guarded(debug, lambda: P.explain_eval(subject, texts, names, target, pair, out_dir=out))
+        P.print_table(rows, title=f"faithfulness over {len(texts)} examples (mean; rank 1 = best)")
+        if out is not None:
+            typer.echo(f"wrote {out / 'faithfulness.json'}")
+        return
+    if len(args) != 2:
+        fail('give MODEL_OR_RUN_DIR and one "TEXT" (or: attnlab explain eval MODEL_OR_RUN_DIR --data FILE)')
+    if data is not None or limit is not None:
+        fail("--data and --limit go with `attnlab explain eval`")
+    names = (chosen or ",".join(P.DEFAULT_METHODS)).split(",")
+    subject = _guarded(debug, lambda: P.load_subject(args[0]))
+    ex = _guarded(debug, lambda: P.explain_text(subject, args[1], names, target, pair))
+    for note in ex.info.get("notes", []):
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"target: {ex.target_description} = {ex.info['target_value']:.4f}")
+    if "output" in ex.info:
+        typer.echo(f"output: {ex.info['output']}")
+    width = max(len(t) for t in ex.tokens) + 2
+    typer.echo("token".ljust(width) + "".join(f"{m:>12}" for m in ex.relevances))
+    for i, tok in enumerate(ex.tokens):
+        typer.echo(repr(tok)[1:-1].ljust(width) + "".join(f"{r[i]:12.4f}" for r in ex.relevances.values()))
+    if "ig" in ex.info:
+        c = ex.info["ig"]
+        typer.echo(f"ig completeness: sum {c['sum']:.4f} vs f(x) - f(baseline) {c['f_x'] - c['f_baseline']:.4f}")
+    if out is not None:
+        paths = _guarded(debug, lambda: P.write_outputs(ex, out, title=f"attnlab explain: {subject.name}"))
+        for key, path in paths.items():
+            typer.echo(f"{key + ':':<11} {path}")
+
+
+@command(app)
+def heads(
+    model: Path = typer.Argument(..., help="a checkpoint directory or a seq2seq run directory"),
+    data: Path = typer.Option(..., help="a text file, one input per line (plain or .gz)"),
+    out: Path | None = None,
+    target: str | None = None,
+    pair: str | None = None,
+    limit: int | None = None,
+    debug: bool = False,
+) -> None:
+    """Rank attention heads by importance (Michel et al. 2019) and trace the pruning curve.
+
+    The explained target (see `attnlab explain --help`) serves as the loss, so no labels are
+    needed; for a seq2seq run the encoder's heads are scored. The curve is the target's mean
+    over the inputs as ever more heads are masked, least important first against a random order.
+
+    Args:
+        out: the directory to write heads.json (and pruning.png) to.
+        target: the scalar: logit[:K], pooled, cosine or logprob.
+        pair: the pair text of --target cosine.
+        limit: use at most this many lines.
+        debug: show tracebacks instead of one-line errors.
+    """
+    from attnlab.explain import pipeline as P
+
+    texts = _texts(data, limit, debug)
+    subject = _guarded(debug, lambda: P.load_subject(model))
+    report = _guarded(debug, lambda: P.heads_report(subject, texts, target, pair, out_dir=out))
+    imp = report["importance"]
+    ranked = sorted(((v, l, h) for l, row in enumerate(imp) for h, v in enumerate(row)), reverse=True)
+    typer.echo(f"target: {report['target']} over {report['examples']} inputs; "
+               f"{report['layers']} layers x {report['heads']} heads")
+    typer.echo("most important: " + ", ".join(f"L{l}H{h} {v:.3f}" for v, l, h in ranked[:5]))
+    typer.echo("least important: " + ", ".join(f"L{l}H{h} {v:.3f}" for v, l, h in ranked[-5:]))
+    typer.echo(f"{'masked':>8} {'importance':>12} {'random':>12}")
+    for (f, a), (_, b) in zip(report["curves"]["importance"], report["curves"]["random"]):
+        typer.echo(f"{f:>8.0%} {a:>12.4f} {b:>12.4f}")
+    if out is not None:
+        typer.echo(f"wrote {out / 'heads.json'}")
+
+
+@command(app)
+def serve(
+    model: Path = typer.Argument(..., help="a checkpoint directory (Hugging Face BERT format or attnlab's)"),
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_tokens: int | None = None,
+) -> None:
+    """Serve the attention explorer: type a text, see the prediction, the attention views and the
+    relevance of each method. The API is documented at /docs (OpenAPI).
+
+    Args:
+        host: the interface to bind ("0.0.0.0" for every one).
+        port: the TCP port.
+        max_tokens: the longest input accepted (default: the model's position limit).
+    """
+    from attnlab.explain.server import serve as run_server
+
+    if not model.is_dir():
+        fail(f"{model}: no such model directory")
+    run_server(model, host=host, port=port, max_tokens=max_tokens)

@@ -1,0 +1,134 @@
+"""`attnlab train`, `eval`, `predict` and `recipes`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .base import _guarded, _split_overrides, app, command, fail
+
+
+@command(app)
+def train(
+    args: list[str] = typer.Argument(None, metavar="RECIPE_OR_YAML [KEY=VALUE]..."),
+    out: Path | None = None,
+    resume: Path | None = None,
+    runs: Path = Path("runs"),
+    debug: bool = False,
+) -> None:
+    """Train a recipe: a preset name (see `attnlab recipes`) or a YAML config, plus overrides.
+
+    Example: attnlab train dates train.max_steps=600 model.layers=3
+
+    Progress shows as a bar on a terminal and as log lines otherwise. The run directory holds
+    config.yaml, the tokenizer, checkpoints/ (last K and best/), metrics.jsonl, TensorBoard
+    events, report.json and predictions/. Ctrl-C saves a checkpoint and exits with 130;
+    --resume continues exactly where it stopped. Runs under torchrun for several processes.
+
+    Args:
+        args: the recipe or config file, then KEY=VALUE overrides (e.g. optim.lr=5e-4).
+        out: the run directory to create (default runs/<recipe>-<timestamp>).
+        resume: continue this run directory (its config.yaml; overrides still apply).
+        runs: the parent folder of new run directories.
+        debug: show tracebacks instead of one-line errors.
+    """
+    from attnlab.recipes.run import train_run
+    from attnlab.train.trainer import TrainingInterrupted
+
+    name, overrides = _split_overrides(args)
+    try:
+        run_dir, report = _guarded(debug, lambda: train_run(name, overrides, out=out, resume=resume, runs_root=runs))
+    except TrainingInterrupted as e:
+        typer.echo(f"interrupted at step {e.step}; checkpoint saved: {e.checkpoint}", err=True)
+        typer.echo(f"continue with: attnlab train --resume {e.checkpoint.parent.parent}", err=True)
+        raise typer.Exit(130)
+    if report:
+        typer.echo(f"run dir:  {run_dir}")
+        typer.echo(f"report:   {run_dir / 'report.json'}")
+        for key, path in (report.get("artifacts") or {}).items():
+            typer.echo(f"{key + ':':<9} {path}")
+
+
+@command(app, "eval")
+def eval_cmd(
+    run_dir: Path = typer.Argument(..., help="a run directory made by `attnlab train`"),
+    overrides: list[str] = typer.Argument(None, metavar="[KEY=VALUE]..."),
+    split: str = "test",
+    debug: bool = False,
+) -> None:
+    """Evaluate a trained run on a split (beam search per its config; override with decode.beam=N).
+
+    Writes predictions/<split>.hyp.txt and eval-<split>.json in the run directory.
+
+    Args:
+        overrides: KEY=VALUE overrides of the run's config, e.g. decode.beam=5.
+        split: val or test.
+        debug: show tracebacks instead of one-line errors.
+    """
+    import json
+
+    from attnlab.recipes.run import eval_run
+
+    _, extra = _split_overrides(["-"] + list(overrides or []))
+    metrics = _guarded(debug, lambda: eval_run(run_dir, split, extra, log=lambda m: typer.echo(m, err=True)))
+    typer.echo(json.dumps(metrics))
+
+
+@command(app)
+def predict(
+    run_dir: Path = typer.Argument(..., help="a run directory made by `attnlab train`"),
+    texts: list[str] = typer.Argument(None, metavar="[TEXT]..."),
+    input: Path | None = None,
+    output: Path | None = None,
+    beam: int | None = None,
+    debug: bool = False,
+) -> None:
+    """Run a trained model on texts: one output line per input, in order.
+
+    Example: attnlab predict runs/dates-20261123-101500 "3rd of March 2021"
+
+    Args:
+        texts: the inputs (or use --input).
+        input: a file with one input per line (plain or .gz).
+        output: write the outputs here (atomically) instead of printing them.
+        beam: beam size (default: the run's decode.beam).
+        debug: show tracebacks instead of one-line errors.
+    """
+    from attnlab.data.readers import read_lines
+    from attnlab.recipes.run import predict_run
+    from attnlab.train.rundir import write_text
+
+    items = list(texts or [])
+    if input is not None:
+        items += _guarded(debug, lambda: read_lines(input))
+    if not items:
+        fail("nothing to predict: give TEXT arguments or --input FILE")
+    if beam is not None and beam < 1:
+        fail(f"--beam: must be at least 1, got {beam}")
+    outs = _guarded(debug, lambda: predict_run(run_dir, items, beam, log=lambda m: typer.echo(m, err=True)))
+    if output is not None:
+        write_text(output, "".join(o + "\n" for o in outs))
+        typer.echo(f"wrote {len(outs)} lines to {output}", err=True)
+    else:
+        for o in outs:
+            typer.echo(o)
+
+
+@command(app)
+def recipes() -> None:
+    """List the training recipes and their presets, a line each."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from attnlab.recipes import get_recipe, preset_names, recipe_names
+    from attnlab.recipes.registry import preset_info
+
+    table = Table("name", "recipe", "description")
+    for name in preset_names():
+        recipe, desc = preset_info(name)
+        table.add_row(name, recipe, desc)
+    for name in recipe_names():
+        if name not in preset_names():
+            table.add_row(name, name, get_recipe(name).description)
+    Console().print(table)
