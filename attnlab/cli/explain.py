@@ -51,7 +51,8 @@ def explain(
         method: comma-separated methods (default rollout,chefer,ig; for eval rollout,chefer,ig,occlusion,random).
         methods: the same as --method.
         out: the directory to write the files to.
-        target: the explained scalar: logit[:K] (classifiers), pooled or cosine (encoders), logprob (seq2seq).
+        target: the explained scalar: logit[:K] (classifiers), pooled or cosine (encoders), logprob[:T]
+            (seq2seq: the whole output, or output token T alone).
         pair: the pair text of --target cosine (implies it for encoders); for seq2seq a reference output to score.
         data: eval: a text file, one input per line (plain or .gz); "text<TAB>pair" gives a line its
             own pair (the cosine target's other sentence, or a seq2seq reference output).
@@ -117,7 +118,7 @@ def heads(
 
     Args:
         out: the directory to write heads.json (and pruning.png) to.
-        target: the scalar: logit[:K], pooled, cosine or logprob.
+        target: the scalar: logit[:K], pooled, cosine or logprob[:T].
         pair: the pair text of --target cosine.
         limit: use at most this many lines.
         debug: show tracebacks instead of one-line errors.

@@ -275,7 +275,7 @@ def _explain(subject: Subject, ex: Example, methods: Sequence[str], *, ig_steps:
                                                 keep=ex.special, internal_batch_size=32)
             info["ig"] = _ig_check(model, ex, r, delta)
         elif subject.kind == "seq2seq":
-            r = _seq2seq_attention(m, cap)
+            r = _seq2seq_attention(m, cap, ex.target.position)
         else:
             R = get_method(m)(cap.maps("self"), cap.grads("self"))
             if m == "chefer":  # R = I + updates: the identity is each token's own residual, not evidence
@@ -295,20 +295,25 @@ def _ig_check(model: nn.Module, ex: Example, attr: Tensor, delta: float) -> dict
     return {"sum": float(attr.sum()), "f_x": fx, "f_baseline": fb, "delta": delta}
 
 
-def _seq2seq_attention(name: str, cap: Capture) -> Tensor:
-    """(S,) source relevance of the whole output from cross- and encoder attention."""
+def _seq2seq_attention(name: str, cap: Capture, position: int | str = "mean") -> Tensor:
+    """(S,) source relevance of one output token (``position``) or of the whole output ("mean")
+    from cross- and encoder attention."""
     enc, cross = cap.maps("encoder"), cap.maps("cross")  # layers x (H, S, S), layers x (H, T, S)
+
+    def row(m: Tensor) -> Tensor:  # (T, S) -> (S,)
+        return m.mean(0) if position == "mean" else m[position]
+
     if name == "raw":
-        return cross[-1].mean(0).mean(0)  # (S,)
+        return row(cross[-1].mean(0))
     if name == "attn_x_grad":
-        return attention_x_gradient(cross, cap.grads("cross")).mean(0)  # (S,)
+        return row(attention_x_gradient(cross, cap.grads("cross")))
     if name == "rollout":
         C = torch.stack([fuse_heads(c) for c in cross]).mean(0)  # (T, S)
-        return (C.double() @ rollout(enc).double()).mean(0)  # (S,)
+        return row(C.double() @ rollout(enc).double())
     # chefer: Chefer et al. 2021's gradient-weighted cross-attention E_h[(∇A ⊙ A)⁺], summed over
     # layers, carried back through the encoder's gradient rollout (eq. 5-6).
     C = sum((g * a).clamp(min=0).mean(0) for a, g in zip(cross, cap.grads("cross")))  # (T, S)
-    return (C.double() @ grad_rollout(enc, cap.grads("encoder")).double()).mean(0)  # (S,)
+    return row(C.double() @ grad_rollout(enc, cap.grads("encoder")).double())
 
 
 # ----------------------------------------------------------------------------- files

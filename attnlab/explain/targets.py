@@ -12,7 +12,8 @@ Names, by kind of model:
 * ``"cosine"`` (encoders): the cosine between the mean-pooled embeddings of the text and of a
   ``pair`` text, the pair's embedding computed once and held fixed;
 * ``"logprob"`` (seq2seq): the sum of the log-probabilities of the output tokens (generated or
-  given) under teacher forcing, end-of-sequence included.
+  given) under teacher forcing, end-of-sequence included; ``"logprob:T"`` the log-probability of
+  output token ``T`` alone (0-based; attention methods then read decoder row ``T``).
 
 Every target also says which output row attention methods read (:attr:`Target.position`): the
 [CLS] row for a classifier, the mean over rows for a mean-pooled embedding or a whole output.
@@ -68,7 +69,7 @@ def make_target(
     """The target ``name`` (None: the kind's default) for one example.
 
     Args:
-        name: "logit", "logit:K", "pooled", "cosine" or "logprob".
+        name: "logit", "logit:K", "pooled", "cosine", "logprob" or "logprob:T".
         kind: "classifier", "encoder" or "seq2seq".
         model: the model, in eval mode.
         inputs: the example's forward arguments (batch of one).
@@ -80,11 +81,11 @@ def make_target(
     name = name or DEFAULT_TARGET[kind]
     base, _, arg = name.partition(":")
     if base not in TARGETS:
-        raise ValueError(f"unknown target {name!r}; known: logit[:K], pooled, cosine, logprob")
+        raise ValueError(f"unknown target {name!r}; known: logit[:K], pooled, cosine, logprob[:T]")
     if kind not in KINDS_OF[base]:
         fits = ", ".join(t for t in TARGETS if kind in KINDS_OF[t])
         raise ValueError(f"target {base!r} does not apply to a {kind} model; use {fits}")
-    if arg and base != "logit":
+    if arg and base not in ("logit", "logprob"):
         raise ValueError(f"target {base!r} takes no ':' argument, got {name!r}")
     if base == "logit":
         return _logit(model, inputs, arg)
@@ -100,6 +101,19 @@ def make_target(
     if output_ids is None:
         raise ValueError("target 'logprob' needs the output token ids")
     y = torch.as_tensor(list(output_ids), dtype=torch.long)  # (T,)
+    if arg:
+        try:
+            t = int(arg)
+        except ValueError:
+            raise ValueError(f"target logprob:T needs an integer output position, got {arg!r}") from None
+        if not 0 <= t < len(y):
+            raise ValueError(f"target logprob:{t}: the output has {len(y)} tokens (0..{len(y) - 1}, "
+                             "the last is end-of-sequence)")
+
+        def token_logprob(out) -> Tensor:
+            return out.logits[0, t].log_softmax(-1)[y[t].to(out.logits.device)]
+
+        return Target(token_logprob, f"log p(output token {t} of {output_text!r} | source, tokens before it)", t)
 
     def logprob(out) -> Tensor:
         lp = out.logits[0].log_softmax(-1)  # (T, V)

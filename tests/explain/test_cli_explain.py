@@ -110,3 +110,21 @@ def test_bad_inputs_exit_2(dates_run, tmp_path):
     empty.write_text("\n\n")
     _bad(["heads", dates_run, "--data", str(empty)])
     _bad(["explain", "eval", dates_run, "--data", str(empty), "--limit", "0"])
+
+
+def test_explain_one_generated_token(dates_run, tmp_path):
+    """--target logprob:T explains one output token; IG stays complete, and the relevances differ
+    from those of the whole output."""
+    import json
+
+    whole = _ok(["explain", dates_run, "3 mar 21", "--method", "raw,ig", "--out", str(tmp_path / "a")])
+    one = _ok(["explain", dates_run, "3 mar 21", "--method", "raw,ig", "--target", "logprob:0",
+               "--out", str(tmp_path / "b")])
+    assert "output token 0" in one.output and "completeness" in one.output
+    a = json.loads((tmp_path / "a" / "relevances.json").read_text())
+    b = json.loads((tmp_path / "b" / "relevances.json").read_text())
+    assert a["tokens"] == b["tokens"] and a["methods"]["raw"] != b["methods"]["raw"]
+    line = next(x for x in one.output.splitlines() if x.startswith("ig completeness"))
+    got, want = (float(v) for v in line.removeprefix("ig completeness: sum").split("vs f(x) - f(baseline)"))
+    assert abs(got - want) <= 0.05 * max(1.0, abs(want)), line
+    assert "the output has" in _bad(["explain", dates_run, "3 mar 21", "--target", "logprob:99"])
