@@ -143,7 +143,8 @@ def heads(
 
 @command(app)
 def serve(
-    model: Path = typer.Argument(..., help="a checkpoint directory (Hugging Face BERT format or attnlab's)"),
+    model: Path = typer.Argument(..., help="a checkpoint directory (Hugging Face BERT format or attnlab's) "
+                                           "or a trainer run directory"),
     host: str = "127.0.0.1",
     port: int = 8000,
     max_tokens: int | None = None,

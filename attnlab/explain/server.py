@@ -18,44 +18,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, field_validator
 from torch import nn
 
-from .capture import capture
 from .explorer import encode_attentions, render_page
-from .methods import METHODS, get_method, relevance_for
+from .methods import METHODS
 
 DEFAULT_METHODS = ("rollout", "raw")
+INPUT_DESCRIPTIONS = {"ig": "Integrated Gradients on the token embeddings (captum)",
+                      "occlusion": "leave one token out", "random": "the random baseline"}
 FLOW_MAX_TOKENS = 48   # attention flow runs ~L^2 max-flows; beyond this it takes minutes
 CHARS_PER_TOKEN = 64   # texts longer than max_tokens * this are refused before tokenizing
 
 
 @dataclass
 class Explainable:
-    """A model ready to explain: the module (in eval mode), its tokenizer and its limits."""
+    """A model ready to explain: the pipeline's subject, its tokenizer and its limits."""
 
-    model: nn.Module
+    subject: Any
     tokenizer: Any
     max_positions: int | None
     name: str
 
+    @property
+    def model(self) -> nn.Module:
+        return self.subject.model
+
 
 def load_explainable(directory: str | Path) -> Explainable:
-    """Load a model and its tokenizer from a checkpoint directory (Hugging Face BERT format or
-    attnlab's ``save_pretrained``). The one place that knows directory layouts; trainer run
-    directories plug in here."""
-    from ..data import load_tokenizer
-    from ..models.pretrained import load_pretrained
+    """Load what :func:`attnlab.explain.pipeline.load_subject` loads: a checkpoint directory
+    (Hugging Face BERT format or attnlab's ``save_pretrained``) or a trainer run directory
+    (a seq2seq recipe: relevance over the source tokens of the model's output)."""
+    from .pipeline import load_subject
 
-    directory = Path(directory)
-    model = load_pretrained(directory).eval()
-    tokenizer = load_tokenizer(directory)
-    limit = getattr(getattr(model, "config", None), "max_len", None) or tokenizer.model_max_length
-    name = directory.parent.name if directory.name == "model" else directory.name  # packaged copies
-    return Explainable(model, tokenizer, limit, name)
+    subject = load_subject(directory)
+    tokenizer = subject.tokenizer
+    limit = getattr(getattr(subject.model, "config", None), "max_len", None) or tokenizer.model_max_length
+    return Explainable(subject, tokenizer, limit, subject.name)
 
 
 class ExplainRequest(BaseModel):
@@ -91,7 +92,7 @@ class ExplainResponse(BaseModel):
     tokens: list[str]
     prediction: str | None = Field(description="the model's output in words (an embedding model: its norm)")
     attentions: SparseAttentions
-    relevances: dict[str, list[float]] = Field(description="per method, one score per token (the [CLS] row)")
+    relevances: dict[str, list[float]] = Field(description="per method, one score per token (source tokens for seq2seq)")
 
 
 class MethodInfo(BaseModel):
@@ -102,18 +103,6 @@ class MethodInfo(BaseModel):
 
 FORM = """<form id="explain-form"><textarea id="text" placeholder="Type a sentence">The quick brown fox jumps over the lazy dog.</textarea>
 <div>{boxes} <button id="explain" type="submit">Explain</button><span id="status"></span></div></form>"""
-
-
-def _prediction(output) -> tuple[torch.Tensor, str]:
-    """A scalar of the output (for gradient methods) and a line describing it."""
-    logits = getattr(output, "logits", None)
-    if logits is not None:
-        flat = logits[0].reshape(-1, logits.shape[-1])[-1] if logits.dim() > 2 else logits[0]  # (C,)
-        c = int(flat.argmax())
-        return flat[c], f"class {c} (logit {float(flat[c].detach()):.3f})"
-    hidden = output.last_hidden_state[0]  # (L, d)
-    norm = hidden.mean(0).norm()  # the mean-pooled sentence embedding (all-MiniLM's recipe)
-    return norm, f"embedding norm {float(norm.detach()):.4f} ({hidden.shape[-1]}-d, mean-pooled)"
 
 
 def create_app(model_dir_or_run_dir: str | Path, max_tokens: int | None = None) -> FastAPI:
@@ -136,7 +125,7 @@ def create_app(model_dir_or_run_dir: str | Path, max_tokens: int | None = None) 
     def page() -> str:
         boxes = " ".join(
             f'<label><input type="checkbox" name="method" value="{m}"{" checked" if m in DEFAULT_METHODS else ""}>{m}</label>'
-            for m in METHODS)
+            for m in (*METHODS, *INPUT_DESCRIPTIONS))
         return render_page(None, form=FORM.format(boxes=boxes), title=f"attnlab explorer: {ex.name}")
 
     @app.get("/api/health", summary="Liveness")
@@ -145,36 +134,42 @@ def create_app(model_dir_or_run_dir: str | Path, max_tokens: int | None = None) 
 
     @app.get("/api/methods", response_model=list[MethodInfo], summary="Relevance methods")
     def methods() -> list[MethodInfo]:
-        return [MethodInfo(name=m.name, needs_grads=m.needs_grads, description=m.description) for m in METHODS.values()]
+        from .pipeline import INPUT_METHODS
+
+        attention = [MethodInfo(name=m.name, needs_grads=m.needs_grads, description=m.description)
+                     for m in METHODS.values()]
+        return attention + [MethodInfo(name=n, needs_grads=n == "ig", description=INPUT_DESCRIPTIONS[n])
+                            for n in INPUT_METHODS]
 
     @app.post("/api/explain", response_model=ExplainResponse, summary="Attention maps and relevance of a text",
               responses={400: {"description": "unknown or unsuitable method"},
                          413: {"description": "text longer than max_tokens"},
                          422: {"description": "empty text or malformed JSON"}})
     def explain(req: ExplainRequest) -> dict:
-        chosen = []
-        for name in dict.fromkeys(req.methods):
-            try:
-                chosen.append(get_method(name))
-            except ValueError as e:
-                raise HTTPException(400, str(e)) from None
+        from .pipeline import check_methods, explain_text
+
+        try:
+            names = check_methods(req.methods, ex.subject.kind)
+        except ValueError as e:
+            raise HTTPException(400, str(e)) from None
         if len(req.text) > limit * CHARS_PER_TOKEN:
             raise HTTPException(413, f"text of {len(req.text)} characters is longer than this server takes")
-        batch = ex.tokenizer(req.text, return_tensors="pt")
-        n = batch["input_ids"].shape[1]
+        n = len(ex.tokenizer.encode(req.text))
         if n > limit:
             raise HTTPException(413, f"text is {n} tokens; the limit is {limit}")
-        if n > FLOW_MAX_TOKENS and any(m.name == "flow" for m in chosen):
+        if n > FLOW_MAX_TOKENS and "flow" in names:
             raise HTTPException(400, f"method 'flow' is limited to {FLOW_MAX_TOKENS} tokens (this text: {n})")
-        tokens = ex.tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())
-        needs_grads = any(m.needs_grads for m in chosen)
         with lock:
-            cap = capture(ex.model, dict(batch), target=(lambda out: _prediction(out)[0]) if needs_grads else None)
-        maps = cap.maps("self")  # layers x (H, L, L)
-        grads = cap.grads("self") if needs_grads else None
-        rel = {m.name: relevance_for(m(maps, grads).double(), 0).tolist() for m in chosen}
-        return {"title": ex.name, "tokens": [t or "" for t in tokens], "prediction": _prediction(cap.output)[1],
-                "attentions": encode_attentions(maps), "relevances": rel}
+            try:
+                res = explain_text(ex.subject, req.text, names)
+            except ValueError as e:
+                raise HTTPException(400, str(e)) from None
+        info = res.info
+        prediction = f"{res.target_description} = {info['target_value']:.4f}"
+        if "output" in info:
+            prediction = f"output {info['output']!r}; {prediction}"
+        return {"title": ex.name, "tokens": res.tokens, "prediction": prediction,
+                "attentions": encode_attentions(res.attentions()), "relevances": res.relevances}
 
     return app
 

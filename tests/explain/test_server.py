@@ -38,7 +38,7 @@ def test_explain_returns_tokens_maps_and_relevance(client):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["tokens"] == ["[CLS]", "a", "man", "is", "eating", "food", ".", "[SEP]"]
-    assert body["prediction"].startswith("embedding norm ")
+    assert body["prediction"].startswith("norm of the mean-pooled sentence embedding = ")
     a = body["attentions"]
     assert (a["layers"], a["heads"], a["length"], a["k"]) == (6, 12, 8, 8)
     assert set(body["relevances"]) == {"rollout", "raw", "chefer"}
@@ -122,7 +122,7 @@ def test_page_explains_typed_text(browser, server_url):  # noqa: F811
     page.fill("#text", "Attention is all you need.")
     page.click("#explain")
     p.wait_ready()
-    assert page.text_content("#prediction").startswith("prediction: embedding norm")
+    assert page.text_content("#prediction").startswith("prediction: norm of the mean-pooled sentence embedding")
     assert page.text_content("#summary").startswith("8 tokens, 6 layers x 12 heads")
     assert p.ink("#hv-canvas") > 500
     page.click("#tab-model")
@@ -142,3 +142,26 @@ def test_page_explains_typed_text(browser, server_url):  # noqa: F811
     assert [e for e in p.errors if "422" not in e] == []  # the browser logs the failed fetch
     assert p.stats()["errors"] == []
     p.close()
+
+
+def test_a_trainer_run_dir_is_served_too(tmp_path):
+    """A seq2seq run of the trainer: relevance over the source characters of the model's output."""
+    from typer.testing import CliRunner
+
+    from attnlab.cli import app as cli
+
+    run = tmp_path / "dates"
+    tiny = ["data.n_train=300", "data.n_val=20", "data.n_test=20", "model.d_model=32", "model.layers=1",
+            "model.heads=2", "model.ffn_dim=64", "train.max_steps=5", "train.max_tokens=1024",
+            "train.tensorboard=false", "train.progress=lines"]
+    res = CliRunner().invoke(cli, ["train", "dates", *tiny, "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    client = TestClient(create_app(run))
+    r = client.post("/api/explain", json={"text": "3 mar 21", "methods": ["rollout", "ig"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert "".join(body["tokens"][:-1]) == "3 mar 21" and body["tokens"][-1] == "</s>"
+    assert all(len(v) == len(body["tokens"]) for v in body["relevances"].values())
+    assert body["prediction"].startswith("output ")
+    assert client.post("/api/explain", json={"text": "3 mar 21", "methods": ["flow"]}).status_code == 400
+    assert client.get("/api/health").json()["status"] == "ok"
