@@ -150,3 +150,24 @@ def test_grads_are_per_example():
     for g in cap.self_grads:
         assert g[0].abs().max() == 0 and g[1].abs().max() > 0
     assert cap.grads("self", example=1)[0].shape == cap.maps("self", example=1)[0].shape
+
+
+@pytest.mark.parametrize("name", ["vit-tiny", "cnn-attention-tiny", "rnn-attention-tiny"])
+def test_capture_on_image_and_rnn_families(name):
+    """ViT (patch self-attention), the CBAM CNN (spatial maps per stage) and the RNN (weights over
+    encoder states) are captured too; gradients for the ViT and the CNN."""
+    from attnlab.models import get_config
+
+    model = create(name).eval()
+    inputs = get_config(name).example_inputs()
+    cap = capture(model, inputs)
+    assert cap.self_attentions and all(a.shape[0] == 2 for a in cap.self_attentions)
+    if name == "vit-tiny":  # (B, H, N, N) over patches + [CLS], rows sum to 1
+        torch.testing.assert_close(cap.self_attentions[0].sum(-1), torch.ones_like(cap.self_attentions[0][..., 0]))
+    if name == "rnn-attention-tiny":  # (B, T, S): each decoder step's weights over the source
+        a = cap.self_attentions[0]
+        torch.testing.assert_close(a.sum(-1), torch.ones_like(a[..., 0]))
+        return
+    cap = capture(model, inputs, target=lambda out: out.logits[0, 0])
+    assert all(g.shape == a.shape for g, a in zip(cap.self_grads, cap.self_attentions))
+    assert any(bool(g.abs().sum() > 0) for g in cap.self_grads)
