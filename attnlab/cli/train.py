@@ -97,7 +97,7 @@ def predict(
     """
     from attnlab.data.readers import read_lines
     from attnlab.recipes.run import predict_run
-    from attnlab.train.rundir import write_text
+    from attnlab.io import write_text
 
     items = list(texts or [])
     if input is not None:

@@ -7,7 +7,8 @@ from typing import Callable
 
 from ..config import dump_config
 from ..train.distributed import broadcast_object, init_distributed, shutdown
-from ..train.rundir import CONFIG_FILE, RunDirError, check_run_dir, new_run_dir, write_json
+from ..io import write_json
+from ..train.rundir import CONFIG_FILE, RunDirError, check_run_dir, new_run_dir
 from .registry import load_run_config, resolve_config
 
 __all__ = ["train_run", "eval_run", "predict_run"]

@@ -25,7 +25,8 @@ from ..models.loss import IGNORE_INDEX
 from ..train import TokenBudgetBatcher, collate_pad
 from ..train.checkpoint import CHECKPOINTS, MODEL_FILE, _complete_checkpoints, _read_model_file, average_checkpoints
 from ..train.config import TrainConfig
-from ..train.rundir import MODEL_DIR, PREDICTIONS_DIR, REPORT_FILE, TOKENIZER_DIR, write_json, write_text
+from ..io import write_json, write_text
+from ..train.rundir import MODEL_DIR, PREDICTIONS_DIR, REPORT_FILE, TOKENIZER_DIR
 
 __all__ = ["TokenizerSection", "ModelSection", "DecodeSection", "Seq2SeqConfig", "Seq2SeqRecipe", "Seq2SeqData"]
 

@@ -7,10 +7,11 @@ Progress is a ``rich`` bar on a terminal and plain periodic lines otherwise (CI,
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from ..io import write_text
 
 __all__ = ["Monitor", "NullMonitor", "METRICS_FILE", "read_metrics"]
 
@@ -77,9 +78,7 @@ class Monitor(NullMonitor):
         path = self.run_dir / METRICS_FILE
         if resume_step is not None and path.exists():
             kept = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= resume_step]
-            tmp = path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            os.replace(tmp, path)
+            write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file = open(path, "a", encoding="utf-8")
         self._tb = None
         if tensorboard:

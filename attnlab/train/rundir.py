@@ -12,11 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from ..io import write_json, write_text  # noqa: F401  (re-exported for the run files)
 
 __all__ = [
     "CONFIG_FILE", "REPORT_FILE", "TOKENIZER_DIR", "MODEL_DIR", "PREDICTIONS_DIR", "RunDirError",
-    "new_run_dir", "check_run_dir", "write_json", "write_text",
+    "new_run_dir", "check_run_dir",
 ]
 
 CONFIG_FILE = "config.yaml"

@@ -152,8 +152,6 @@ class Trainer:
 
     def _resume(self) -> tuple[Path | None, list[Path]]:
         """Load the newest loadable checkpoint of the run dir, if there is one."""
-        if latest_checkpoint(self.run_dir) is None and not (self.run_dir / "checkpoints").is_dir():
-            return None, []
         if latest_checkpoint(self.run_dir) is None:
             return None, []
         import warnings
@@ -247,7 +245,10 @@ class Trainer:
         net = self.ddp or self.model
         net.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        window_tokens, window_t0, window_loss, window_tokens_loss = 0, time.monotonic(), 0.0, 0
+        # Loss and tokens since the last log line; this rank's loss is summed over ranks only
+        # when a line is logged (every rank logs at the same steps).
+        window_tokens, window_t0 = 0, time.monotonic()
+        window_loss = torch.zeros((), dtype=torch.float64)
         while True:
             reason = self._stop_reason()
             t_step = time.monotonic()
@@ -265,7 +266,6 @@ class Trainer:
             if dry or reason is not None:
                 reason = reason or "max_epochs"
                 break
-            loss_sum = torch.zeros((), dtype=torch.float64)
             for i, batch in enumerate(batches):
                 sync = self.ddp is None or i == len(batches) - 1
                 ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
@@ -275,7 +275,7 @@ class Trainer:
                     # the step's labelled tokens on all ranks.
                     loss = out.loss_sum * (self.dist.world_size / max(1, total_tokens))
                 loss.backward()
-                loss_sum += out.loss_sum.detach().double().cpu()
+                window_loss += out.loss_sum.detach().double().cpu()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip else float("inf"))
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
@@ -284,17 +284,16 @@ class Trainer:
             st.step += 1
             st.tokens += total_tokens
             window_tokens += total_tokens
-            window_loss += float(all_reduce_sum(loss_sum))
-            window_tokens_loss += total_tokens
             st.elapsed += time.monotonic() - t_step
             if st.step % cfg.log_every == 0 or st.step == 1:
                 now = time.monotonic()
                 self.monitor.log_train(st.step, {
-                    "loss": window_loss / max(1, window_tokens_loss), "lr": lr,
+                    "loss": float(all_reduce_sum(window_loss)) / max(1, window_tokens), "lr": lr,
                     "grad_norm": float(grad_norm), "tokens_per_s": window_tokens / max(1e-9, now - window_t0),
                     "epoch": round(self._epochs_done(), 3), "elapsed": round(st.elapsed, 1),
                 })
-                window_tokens, window_t0, window_loss, window_tokens_loss = 0, now, 0.0, 0
+                window_tokens, window_t0 = 0, now
+                window_loss = torch.zeros((), dtype=torch.float64)
             if interrupted:
                 path = self._save()
                 raise TrainingInterrupted(st.step, path)
