@@ -37,6 +37,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "deletion_auc": False,       # the score should fall fast as top tokens go
     "insertion_auc": True,       # the score should rise fast as top tokens come back
 }
+METRICS = tuple(HIGHER_IS_BETTER)  # the faithfulness metrics, in table order
 
 
 # ----------------------------------------------------------------------------- scorers
@@ -345,6 +346,24 @@ def randomization_check(
     return out
 
 
+def faithfulness_scores(score_fn: ScoreFn, relevance: Tensor, bins: Sequence[float] = BINS, *,
+                        protected=None) -> dict[str, float]:
+    """Every metric of :data:`METRICS` for one relevance vector (comprehensiveness and
+    sufficiency as their mean over ``bins``).
+
+    Args:
+        score_fn: the target with unkept tokens removed (see :func:`masked_scorer`).
+        relevance: (L,) one score per token.
+        bins: the fractions of tokens for comprehensiveness and sufficiency.
+        protected: (L,) bool positions never removed (default: the scorer's own).
+    """
+    return {"comprehensiveness": comprehensiveness(score_fn, relevance, bins, protected=protected).mean,
+            "sufficiency": sufficiency(score_fn, relevance, bins, protected=protected).mean,
+            "aopc": aopc(score_fn, relevance, protected=protected),
+            "deletion_auc": deletion_auc(score_fn, relevance, protected=protected),
+            "insertion_auc": insertion_auc(score_fn, relevance, protected=protected)}
+
+
 # ----------------------------------------------------------------------------- table
 
 
@@ -383,7 +402,7 @@ def faithfulness_table(
 
 
 __all__ = [
-    "HIGHER_IS_BETTER", "BINS", "Binned", "MaskedScorer", "masked_scorer",
+    "HIGHER_IS_BETTER", "METRICS", "BINS", "faithfulness_scores", "Binned", "MaskedScorer", "masked_scorer",
     "comprehensiveness", "sufficiency", "aopc", "deletion_curve", "insertion_curve",
     "deletion_auc", "insertion_auc", "bin_sizes", "rank", "spearman",
     "randomize_weights", "randomization_check", "faithfulness_table",

@@ -193,9 +193,63 @@ def grad_rollout(attns: Maps, grads: Maps) -> Tensor:
     L = _square(layers, "grad_rollout")
     R = torch.eye(L, dtype=layers[0].dtype, device=layers[0].device)  # (L, L)
     for a, ga in zip(layers, g):
-        a_bar = (ga * a).clamp(min=0).mean(0)  # (L, L)
-        R = R + a_bar @ R  # (L, L)
+        R = R + _grad_weighted(a, ga) @ R  # (L, L)
     return R
+
+
+def _grad_weighted(a: Tensor, g: Tensor) -> Tensor:
+    """Chefer's eq. 5: Ā = E_h[(∇A ⊙ A)⁺], (H, Lq, Lk) -> (Lq, Lk)."""
+    return (g * a).clamp(min=0).mean(0)
+
+
+def _normalise_self(R: Tensor) -> Tensor:
+    """Chefer's eqs. 8-9: R̄ = R̂ + I with R̂ = R − I, each row of R̂ divided by its sum (an
+    all-zero row stays zero)."""
+    eye = torch.eye(R.shape[-1], dtype=R.dtype, device=R.device)
+    r_hat = R - eye  # (L, L)
+    rows = r_hat.sum(-1, keepdim=True)  # (L, 1)
+    return r_hat / torch.where(rows == 0, torch.ones_like(rows), rows) + eye
+
+
+def grad_rollout_seq2seq(encoder: Maps, encoder_grads: Maps, decoder: Maps, decoder_grads: Maps,
+                         cross: Maps, cross_grads: Maps, normalise: bool = True) -> Tensor:
+    """Chefer et al. 2021's encoder-decoder rules: the relevance of each source token to each
+    decoder position, R^{ts} (T, S).
+
+    With Ā = E_h[(∇A ⊙ A)⁺] per attention map (eq. 5), from R^{ss} = I_S, R^{tt} = I_T and
+    R^{ts} = 0:
+
+    * every encoder self-attention: R^{ss} ← R^{ss} + Ā·R^{ss} (eq. 6);
+    * then, decoder layer by layer, its self-attention: R^{tt} ← R^{tt} + Ā·R^{tt} and
+      R^{ts} ← R^{ts} + Ā·R^{ts} (eqs. 6-7);
+    * and its cross-attention (queries t, keys s): R^{ts} ← R^{ts} + (R̄^{tt})ᵀ·Ā·R̄^{ss} (eq. 10),
+      R̄ the row-normalised matrices of eqs. 8-9. (Eq. 11 adds Ā·R^{st} to R^{tt}; the source
+      never attends to the decoder, so R^{st} = 0 and it adds nothing.)
+
+    Args:
+        encoder, encoder_grads: encoder layers x (H, S, S) self-attention and d target / d it.
+        decoder, decoder_grads: decoder layers x (H, T, T) (causal) self-attention and gradients.
+        cross, cross_grads: decoder layers x (H, T, S) cross-attention and gradients.
+        normalise: apply eqs. 8-9 in eq. 10 (the paper does); False uses R^{tt}, R^{ss} as they are.
+    """
+    enc, dec, crs = _layers(encoder), _layers(decoder), _layers(cross, "cross")
+    ge = _check_grads(enc, encoder_grads, "grad_rollout_seq2seq (encoder)")
+    gd = _check_grads(dec, decoder_grads, "grad_rollout_seq2seq (decoder)")
+    gc = _check_grads(crs, cross_grads, "grad_rollout_seq2seq (cross)")
+    S, T = _square(enc, "grad_rollout_seq2seq encoder"), _square(dec, "grad_rollout_seq2seq decoder")
+    if len(crs) != len(dec) or any(c.shape[-2:] != (T, S) for c in crs):
+        raise ValueError(f"grad_rollout_seq2seq: cross-attention must be {len(dec)} x (H, {T}, {S}), "
+                         f"got {[tuple(c.shape) for c in crs]}")
+    R_ss = grad_rollout(enc, ge)  # (S, S)
+    R_tt = torch.eye(T, dtype=dec[0].dtype, device=dec[0].device)  # (T, T)
+    R_ts = torch.zeros(T, S, dtype=dec[0].dtype, device=dec[0].device)  # (T, S)
+    ss = _normalise_self(R_ss) if normalise else R_ss
+    for a, g, c, gcr in zip(dec, gd, crs, gc):
+        a_bar = _grad_weighted(a, g)  # (T, T)
+        R_tt, R_ts = R_tt + a_bar @ R_tt, R_ts + a_bar @ R_ts
+        tt = _normalise_self(R_tt) if normalise else R_tt
+        R_ts = R_ts + tt.T @ _grad_weighted(c, gcr) @ ss  # (T, S)
+    return R_ts
 
 
 def attention_x_gradient(attns: Maps, grads: Maps, layer: int = -1, positive: bool = False) -> Tensor:
@@ -304,7 +358,7 @@ register_method("attn_x_grad", needs_grads=True,
 
 
 __all__ = [
-    "raw_attention", "rollout", "attention_flow", "grad_rollout", "attention_x_gradient",
+    "raw_attention", "rollout", "attention_flow", "grad_rollout", "grad_rollout_seq2seq", "attention_x_gradient",
     "relevance_for", "fuse_heads", "residual_attention",
     "Method", "METHODS", "register_method", "get_method",
 ]

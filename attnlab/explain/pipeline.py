@@ -4,20 +4,19 @@
     ex = explain_text(s, "A man is playing a guitar.", ("rollout", "chefer", "ig"))
     ex.tokens, ex.relevances["ig"]                          # one float per token
     write_outputs(ex, "out/")                               # relevances.json, explorer.html, figures
-    rows = explain_eval(s, texts, ("rollout", "ig", "random"), out_dir="out/")
-    report = heads_report(s, texts, out_dir="out/")         # head importance, pruning curves
+
+Faithfulness tables and head reports over many texts: :mod:`attnlab.explain.evaluation`.
 
 Methods: every attention method of :data:`~attnlab.explain.methods.METHODS` plus "ig",
 "occlusion" and "random". For a seq2seq model relevances are over the SOURCE tokens: the
 cross-attention maps (mean over heads, layers and output positions) carried back through the
-encoder's rollout ("rollout"), or Chefer's gradient-weighted version of both ("chefer"); the
-decoder's self-attention is not rolled out.
+encoder's rollout ("rollout"), or Chefer et al.'s encoder-decoder rules over the encoder's,
+the decoder's and the cross-attention ("chefer", :func:`~attnlab.explain.methods.grad_rollout_seq2seq`).
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +29,12 @@ from ..io import write_json
 from .attribution import integrated_gradients, occlusion, random_relevance
 from .capture import Capture, capture
 from .explorer import write_explorer
-from .faithfulness import aopc, comprehensiveness, deletion_auc, faithfulness_table, insertion_auc, masked_scorer, sufficiency
-from .methods import METHODS, attention_x_gradient, fuse_heads, get_method, grad_rollout, relevance_for, rollout
+from .methods import METHODS, attention_x_gradient, fuse_heads, get_method, grad_rollout_seq2seq, relevance_for, rollout
 from .targets import Target, make_target
 
 INPUT_METHODS = ("ig", "occlusion", "random")
 SEQ2SEQ_ATTENTION = ("raw", "rollout", "chefer", "attn_x_grad")
 DEFAULT_METHODS = ("rollout", "chefer", "ig")
-METRICS = ("comprehensiveness", "sufficiency", "aopc", "deletion_auc", "insertion_auc")
-SHORT = {"comprehensiveness": "compr ↑", "sufficiency": "suff ↓", "aopc": "AOPC ↑",
-         "deletion_auc": "del AUC ↓", "insertion_auc": "ins AUC ↑"}
 SPECIAL = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>", "<eos>", "<bos>", ""}
 
 
@@ -214,9 +209,17 @@ def _source_embedding(subject: Subject):
         model.src_embed = shared
 
 
-def check_methods(methods: Sequence[str], kind: str = "encoder") -> tuple[str, ...]:
-    """The method names, deduplicated; an unknown one raises with the nearest name."""
-    known = (SEQ2SEQ_ATTENTION if kind == "seq2seq" else tuple(METHODS)) + INPUT_METHODS
+def check_methods(methods: Sequence[str], kind: str = "encoder", known: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The method names, deduplicated; an unknown one raises with the nearest name.
+
+    Args:
+        methods: the names asked for.
+        kind: the model's kind ("encoder", "classifier", "seq2seq", "vit", "cnn"), for the message.
+        known: the names that apply; None for the text models' (by ``kind``).
+    """
+    if known is None:
+        known = (SEQ2SEQ_ATTENTION if kind == "seq2seq" else tuple(METHODS)) + INPUT_METHODS
+    known = tuple(known)
     out = tuple(dict.fromkeys(m.strip() for m in methods if m.strip()))
     if not out:
         raise ValueError("no methods given")
@@ -310,157 +313,35 @@ def _seq2seq_attention(name: str, cap: Capture, position: int | str = "mean") ->
     if name == "rollout":
         C = torch.stack([fuse_heads(c) for c in cross]).mean(0)  # (T, S)
         return row(C.double() @ rollout(enc).double())
-    # chefer: Chefer et al. 2021's gradient-weighted cross-attention E_h[(∇A ⊙ A)⁺], summed over
-    # layers, carried back through the encoder's gradient rollout (eq. 5-6).
-    C = sum((g * a).clamp(min=0).mean(0) for a, g in zip(cross, cap.grads("cross")))  # (T, S)
-    return row(C.double() @ grad_rollout(enc, cap.grads("encoder")).double())
+    # chefer: Chefer et al. 2021's encoder-decoder rules (eqs. 5-10) over all three kinds of map.
+    R_ts = grad_rollout_seq2seq([m.double() for m in enc], [g.double() for g in cap.grads("encoder")],
+                                [m.double() for m in cap.maps("self")], [g.double() for g in cap.grads("self")],
+                                [m.double() for m in cross], [g.double() for g in cap.grads("cross")])
+    return row(R_ts)  # (T, S) -> (S,)
 
 
 # ----------------------------------------------------------------------------- files
 
 
 def write_outputs(explanation: Explanation, out_dir: str | Path, title: str = "attnlab explain") -> dict[str, Path]:
-    """Write ``relevances.json``, ``explorer.html`` and, when :mod:`attnlab.explain.figures` is
-    there, ``saliency.png``, ``heads.png`` (last layer) and ``rollout.png``. Returns name -> path."""
+    """Write ``relevances.json``, ``explorer.html``, ``saliency.png``, ``heads.png`` (last layer)
+    and ``rollout.png``. Returns name -> path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ex = explanation
     paths = {"relevances": out / "relevances.json", "explorer": out / "explorer.html"}
     data = {"tokens": ex.tokens, "target": ex.target_description, "methods": ex.relevances}
-    paths["relevances"].write_text(json.dumps(data, indent=1), encoding="utf-8")
+    write_json(paths["relevances"], data)
     maps = list(ex.attentions())
     prediction = ex.target_description + (f"; output {ex.info['output']!r}" if "output" in ex.info else "")
     write_explorer(paths["explorer"], ex.tokens, maps, ex.relevances, title=title, prediction=prediction)
-    figures = _figures()
-    if figures is not None:
-        paths["saliency"] = out / "saliency.png"
-        figures.plot_saliency(ex.tokens, ex.relevances, paths["saliency"])
-        paths["heads"] = out / "heads.png"
-        figures.plot_head_grid(maps[-1], ex.tokens, paths["heads"], "last layer, every head")
-        paths["rollout"] = out / "rollout.png"
-        figures.plot_rollout(rollout(maps), ex.tokens, paths["rollout"])
+    from . import figures  # matplotlib: imported only when figures are drawn
+
+    paths["saliency"] = figures.plot_saliency(ex.tokens, ex.relevances, out / "saliency.png")
+    paths["heads"] = figures.plot_head_grid(maps[-1], ex.tokens, out / "heads.png", "last layer, every head")
+    paths["rollout"] = figures.plot_rollout(rollout(maps), ex.tokens, out / "rollout.png")
     return paths
 
 
-def _figures():
-    """attnlab.explain.figures, or None (with a note on stderr) when it is not there."""
-    try:
-        from . import figures
-    except ImportError as e:
-        import sys
-
-        print(f"figures skipped: attnlab.explain.figures is not available ({e})", file=sys.stderr)
-        return None
-    return figures
-
-
-# ----------------------------------------------------------------------------- faithfulness
-
-
-def explain_eval(
-    subject: Subject,
-    texts: Sequence[str],
-    methods: Sequence[str] = ("rollout", "chefer", "ig", "occlusion", "random"),
-    target: str | None = None,
-    pair: str | None = None,
-    *,
-    out_dir: str | Path | None = None,
-    ig_steps: int = 32,
-) -> list[dict[str, Any]]:
-    """Faithfulness of each method over ``texts`` (the mean of each metric over examples),
-    ranked by :func:`~attnlab.explain.faithfulness.faithfulness_table`. Tokens are removed by
-    replacing them ([MASK]; the unknown token for seq2seq); special tokens are never removed.
-    A text ``"sentence<TAB>pair"`` carries its own pair (the cosine target's other sentence, or a
-    seq2seq reference output) instead of ``pair``.
-    Writes ``faithfulness.json`` under ``out_dir`` when given. Returns the table's rows."""
-    methods = check_methods(methods, subject.kind)
-    texts = [t for t in texts if t.strip()]
-    if not texts:
-        raise ValueError("no texts to evaluate")
-    sums = {m: dict.fromkeys(METRICS, 0.0) for m in methods}
-    for line in texts:
-        text, tab, own_pair = line.partition("\t")  # "text<TAB>pair": this example's own pair
-        ex = prepare(subject, text, target, own_pair if tab else pair)
-        expl = _explain(subject, ex, methods, ig_steps=ig_steps)
-        score = masked_scorer(subject.model, ex.inputs, ex.target.fn, replace_id=ex.replace_id, protected=ex.special)
-        for m in methods:
-            r = torch.tensor(expl.relevances[m], dtype=torch.float64)
-            vals = {"comprehensiveness": comprehensiveness(score, r).mean, "sufficiency": sufficiency(score, r).mean,
-                    "aopc": aopc(score, r), "deletion_auc": deletion_auc(score, r), "insertion_auc": insertion_auc(score, r)}
-            for k, v in vals.items():
-                sums[m][k] += v / len(texts)
-    rows = faithfulness_table(sums)
-    if out_dir is not None:
-        report = {"target": expl.target_description, "examples": len(texts), "methods": list(methods), "table": rows}
-        write_json(Path(out_dir) / "faithfulness.json", report)
-    return rows
-
-
-def print_table(rows: list[dict[str, Any]], title: str = "faithfulness (mean over examples; rank 1 = best)") -> None:
-    """The faithfulness table in the terminal (rich)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, caption="arrows: which way is more faithful; rows best first")
-    table.add_column("method", no_wrap=True, min_width=max(len(r["method"]) for r in rows))
-    for m in METRICS:
-        table.add_column(SHORT[m], justify="right", no_wrap=True)
-    table.add_column("mean rank", justify="right", no_wrap=True)
-    for r in rows:
-        table.add_row(r["method"], *(f"{r[m]:.3f}" for m in METRICS), f"{r['mean_rank']:.2f}")
-    Console().print(table)
-
-
-# ----------------------------------------------------------------------------- heads
-
-
-def _stack(subject: Subject) -> tuple[int, int]:
-    """(layers, heads) of the self-attention the head mask scales (the encoder's, for seq2seq)."""
-    layers = subject.model.encoder if subject.kind == "seq2seq" else subject.model.layers
-    return len(layers), layers[0].self_attn.num_heads
-
-
-def heads_report(
-    subject: Subject,
-    texts: Sequence[str],
-    target: str | None = None,
-    pair: str | None = None,
-    *,
-    out_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Head importance (Michel et al. 2019) with the target as the loss (no labels needed), and
-    the target's mean over ``texts`` as ever more heads are masked, least important first vs a
-    random order. Writes ``heads.json`` (and ``pruning.png``) under ``out_dir`` when given."""
-    from .heads import head_importance, pruning_curve
-
-    examples = [prepare(subject, t, target, pair) for t in texts if t.strip()]
-    if not examples:
-        raise ValueError("no texts to score heads on")
-    L, H = _stack(subject)
-
-    def run(model, ex: Example, mask: Tensor) -> Tensor:
-        return ex.target.fn(model(**ex.inputs, head_mask=mask))
-
-    imp = head_importance(subject.model, examples, run, L, H, per_example=False)
-
-    @torch.no_grad()
-    def metric(model, mask: Tensor) -> float:
-        return sum(float(run(model, ex, mask)) for ex in examples) / len(examples)
-
-    curves = {order: pruning_curve(subject.model, metric, imp, order=order) for order in ("importance", "random")}
-    descs = list(dict.fromkeys(ex.target.description for ex in examples))
-    what = descs[0] if len(descs) == 1 else f"{descs[0]} (the first input's; it differs per input)"
-    report = {"target": what, "examples": len(examples), "layers": L, "heads": H,
-              "importance": imp.tolist(), "curves": {k: [list(p) for p in v] for k, v in curves.items()}}
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "heads.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-        figures = _figures()
-        if figures is not None:
-            figures.plot_pruning_curve(curves, out / "pruning.png", "mean target")
-    return report
-
-
 __all__ = ["Subject", "Explanation", "Example", "load_subject", "prepare", "explain_text", "check_methods",
-           "write_outputs", "explain_eval", "print_table", "heads_report", "DEFAULT_METHODS", "INPUT_METHODS"]
+           "write_outputs", "DEFAULT_METHODS", "INPUT_METHODS", "SPECIAL"]

@@ -35,10 +35,8 @@ from ..data.dates import MONTHS, MONTHS_ABBR
 from ..models import SequenceClassificationHead, create
 from .attribution import integrated_gradients, occlusion, random_relevance
 from .capture import capture
-from .faithfulness import (
-    aopc, comprehensiveness, deletion_auc, faithfulness_table, insertion_auc, masked_scorer, sufficiency,
-)
-from .methods import METHODS, relevance_for
+from .faithfulness import faithfulness_scores, faithfulness_table, masked_scorer, randomize_weights, spearman
+from .methods import METHODS, grad_rollout_seq2seq, relevance_for
 
 CLASSIFIER_METHODS = ("raw", "rollout", "flow", "chefer", "attn_x_grad", "ig", "occlusion", "random")
 FLOW_MAX_LEN = 32  # attention flow runs one max-flow per token: only for short sequences
@@ -139,10 +137,12 @@ def train_marker_classifier(task: MarkerTask = MarkerTask(), steps: int = 400, b
 
 
 def classifier_relevance(model: MarkerClassifier, ids: Tensor, methods: Sequence[str] = CLASSIFIER_METHODS,
-                         mask_id: int = MarkerTask.MASK, ig_steps: int = 32, seed: int = 0) -> dict[str, Tensor]:
-    """Per-token relevance (L,) of one example (ids (1, L)) for the predicted class logit, per method."""
+                         mask_id: int = MarkerTask.MASK, ig_steps: int = 32, seed: int = 0,
+                         cls: int | None = None) -> dict[str, Tensor]:
+    """Per-token relevance (L,) of one example (ids (1, L)) for a class logit (``cls``, default
+    the predicted class), per method."""
     with torch.no_grad():
-        pred = int(model(ids).logits[0].argmax())
+        pred = int(model(ids).logits[0].argmax()) if cls is None else cls
     target = lambda out: out.logits[0, pred]
     inputs = {"input_ids": ids}
     L = ids.shape[1]
@@ -185,7 +185,8 @@ def precision_at_k(relevance: Tensor, truth: Tensor, k: int | None = None, prote
 @dataclass
 class GroundTruthReport:
     """precision: method -> mean precision@k; faithfulness: method -> metric -> mean;
-    table: :func:`faithfulness_table` rows, best first; n: examples."""
+    table: :func:`faithfulness_table` rows, best first, each with the model-randomisation
+    check's mean Spearman ρ under "randomization" (not ranked); n: examples."""
 
     precision: dict[str, float]
     faithfulness: dict[str, dict[str, float]]
@@ -196,7 +197,7 @@ class GroundTruthReport:
 
 def ground_truth_report(model: MarkerClassifier, examples: tuple[Tensor, Tensor, Tensor],
                         methods: Sequence[str] = CLASSIFIER_METHODS, k: int | None = None,
-                        task: MarkerTask = MarkerTask(), ig_steps: int = 32) -> GroundTruthReport:
+                        task: MarkerTask = MarkerTask(), ig_steps: int = 32, sanity: int = 32) -> GroundTruthReport:
     """Score each method's relevance on ``examples`` against the planted markers.
 
     Args:
@@ -206,13 +207,18 @@ def ground_truth_report(model: MarkerClassifier, examples: tuple[Tensor, Tensor,
         k: precision@k; None uses each example's number of markers (R-precision).
         task: gives the [MASK] id that removes tokens in IG, occlusion and the faithfulness metrics.
         ig_steps: quadrature points of Integrated Gradients.
+        sanity: the model-randomisation check (Adebayo et al. 2018) on the first this many
+            examples: Spearman ρ between the explanation of the trained model and of a copy with
+            every weight re-initialised, the same class logit explained ([CLS] excluded).
     """
     ids, _, planted = examples
     prec: dict[str, list[float]] = {}
     faith: dict[str, dict[str, list[float]]] = {}
+    rho: dict[str, list[float]] = {}
     secs: dict[str, float] = {}
     protected = torch.zeros(ids.shape[1], dtype=torch.bool)
     protected[0] = True  # [CLS]
+    random_model = randomize_weights(model, seed=0).eval() if sanity > 0 else None
     for i in range(ids.shape[0]):
         x = ids[i:i + 1]
         with torch.no_grad():
@@ -227,15 +233,20 @@ def ground_truth_report(model: MarkerClassifier, examples: tuple[Tensor, Tensor,
                 continue
             r = rels[name]
             prec.setdefault(name, []).append(precision_at_k(r, planted[i], k, protected))
-            metrics = {"comprehensiveness": comprehensiveness(score, r).mean, "sufficiency": sufficiency(score, r).mean,
-                       "aopc": aopc(score, r), "deletion_auc": deletion_auc(score, r),
-                       "insertion_auc": insertion_auc(score, r)}
-            for m, v in metrics.items():
+            for m, v in faithfulness_scores(score, r).items():
                 faith.setdefault(name, {}).setdefault(m, []).append(v)
+            if i < sanity:
+                rr = classifier_relevance(random_model, x, [name], mask_id=task.MASK, ig_steps=ig_steps, seed=i,
+                                          cls=pred)[name]
+                c = spearman(r[1:], rr[1:])
+                rho.setdefault(name, []).append(0.0 if c != c else c)  # NaN (a constant map) counts as 0
     mean = lambda v: sum(v) / len(v)
     faithfulness = {n: {m: mean(v) for m, v in d.items()} for n, d in faith.items()}
-    return GroundTruthReport({n: mean(v) for n, v in prec.items()}, faithfulness,
-                             faithfulness_table(faithfulness), ids.shape[0], secs)
+    table = faithfulness_table(faithfulness)
+    for row in table:
+        if row["method"] in rho:
+            row["randomization"] = mean(rho[row["method"]])
+    return GroundTruthReport({n: mean(v) for n, v in prec.items()}, faithfulness, table, ids.shape[0], secs)
 
 
 # ----------------------------------------------------------------------------- dates alignment
@@ -351,7 +362,7 @@ def train_dates_model(seconds: float = 120.0, max_steps: int = 1500, batch_size:
     return model, vocab, {"steps": step, "seconds": secs, "loss": loss, "exact_match": em}
 
 
-DATE_METHODS = ("cross_last", "cross_mean", "ig", "occlusion", "random")
+DATE_METHODS = ("cross_last", "cross_mean", "chefer", "ig", "occlusion", "random")
 
 
 def dates_alignment_report(model: nn.Module, vocab: CharVocab, examples, methods: Sequence[str] = DATE_METHODS,
@@ -360,7 +371,8 @@ def dates_alignment_report(model: nn.Module, vocab: CharVocab, examples, methods
 
     For every example and every digit of the ISO output (teacher-forced on the reference), the
     relevance of the source characters (EOS excluded) for that output token: cross-attention of
-    the last decoder layer or the mean over layers (mean over heads), or IG / occlusion of the
+    the last decoder layer or the mean over layers (mean over heads), Chefer et al.'s
+    encoder-decoder rules (:func:`~attnlab.explain.methods.grad_rollout_seq2seq`), or IG / occlusion of the
     token's log-probability (source characters removed to pad). Returns method ->
     {"<field>": top-1 hit rate, "all": over all digits, "p@span": precision at the span's width}.
     """
@@ -382,6 +394,10 @@ def dates_alignment_report(model: nn.Module, vocab: CharVocab, examples, methods
                         r = cross[-1][0, :, t].mean(0)
                     elif m == "cross_mean":
                         r = torch.stack([c[0, :, t].mean(0) for c in cross]).mean(0)
+                    elif m == "chefer":
+                        cap = capture(model, inputs, target=target)
+                        r = grad_rollout_seq2seq(cap.maps("encoder"), cap.grads("encoder"), cap.maps("self"),
+                                                 cap.grads("self"), cap.maps("cross"), cap.grads("cross"))[t]
                     elif m == "ig":
                         r, _ = integrated_gradients(model, inputs, target, model.src_embed, baseline_ids=vocab.PAD,
                                                     steps=ig_steps, keep=keep)

@@ -171,3 +171,19 @@ def test_capture_on_image_and_rnn_families(name):
     cap = capture(model, inputs, target=lambda out: out.logits[0, 0])
     assert all(g.shape == a.shape for g, a in zip(cap.self_grads, cap.self_attentions))
     assert any(bool(g.abs().sum() > 0) for g in cap.self_grads)
+
+
+@pytest.mark.filterwarnings("ignore:kernel '(flex|sdpa)' cannot return attention weights")
+@pytest.mark.parametrize("kernel", ["chunked", "sdpa", "flex"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_kernel_gives_the_reference_maps(name, kernel):
+    """Without a target capture runs the model's own kernel: each returns the reference (math)
+    kernel's weights, every layer and kind (a kernel that cannot return weights falls back)."""
+    ref = capture(build(name, kernel="math")[0], build(name)[1])
+    model, inputs = build(name, kernel=kernel)
+    cap = capture(model, inputs)
+    for kind in ("self", "cross", "encoder"):
+        got, want = getattr(cap, f"{kind}_attentions"), getattr(ref, f"{kind}_attentions")
+        assert (got is None) == (want is None)
+        for a, b in zip(got or (), want or ()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

@@ -54,6 +54,10 @@ def test_gradient_methods_find_the_markers(marker_model):
         assert p[method] >= p["random"] + 0.3, msg
     assert p["occlusion"] <= p["chefer"] - 0.2, msg
     assert [r["method"] for r in table[:2]] in (["chefer", "ig"], ["ig", "chefer"]), msg
+    rho = {r["method"]: r["randomization"] for r in table}  # Adebayo et al.'s sanity check
+    assert rho["random"] == 1.0, msg  # the same random map whatever the weights: it fails
+    for method in ("chefer", "ig", "rollout", "occlusion"):
+        assert rho[method] < 0.6, (method, rho, msg)
 
 
 def test_faithfulness_ranks_random_last_with_one_marker():
@@ -90,9 +94,10 @@ def test_rendered_spans_spell_the_fields():
 def test_dates_cross_attention_recovers_the_field_spans():
     model, vocab, info = train_dates_model(seconds=40, max_steps=500, seed=0)
     report = dates_alignment_report(model, vocab, date_examples(8, seed=5, test=True),
-                                    methods=("cross_mean", "occlusion", "random"))
+                                    methods=("cross_mean", "chefer", "occlusion", "random"))
     msg = f"{info}; {report}"
     print(msg)
     assert info["exact_match"] >= 0.9, msg
     assert report["cross_mean"]["all"] >= report["random"]["all"] + 0.4, msg
     assert report["occlusion"]["all"] >= report["random"]["all"] + 0.4, msg
+    assert report["chefer"]["all"] >= report["random"]["all"] + 0.4, msg

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from attnlab.explain import (
-    METHODS, attention_x_gradient, get_method, grad_rollout, raw_attention, register_method,
-    relevance_for, rollout,
+    METHODS, attention_x_gradient, get_method, grad_rollout, grad_rollout_seq2seq, raw_attention,
+    register_method, relevance_for, rollout,
 )
 
 
@@ -100,6 +100,60 @@ def test_chefer_needs_matching_grads():
         METHODS["chefer"]([t(A1)])
     with pytest.raises(ValueError, match="layer by layer"):
         grad_rollout([t(A1), t(A2)], [t(G1)])
+
+
+# Chefer et al. 2021's encoder-decoder rules (eqs. 6, 7, 8-9, 10), by hand. One head, S = T = 2.
+AE, GE = [[[0.5, 0.5], [0.25, 0.75]]], [[[1.0, -1.0], [2.0, 2.0]]]
+#   encoder: (G⊙A)+ = [[0.5, 0], [0.5, 1.5]];  R_ss = I + Ā = [[1.5, 0], [0.5, 2.5]]
+#   eqs. 8-9: R̂ = [[0.5, 0], [0.5, 1.5]], rows / (0.5, 2.0) = [[1, 0], [0.25, 0.75]]; R̄_ss = [[2, 0], [0.25, 1.75]]
+AD, GD = [[[1.0, 0.0], [0.5, 0.5]]], [[[2.0, 0.0], [1.0, -1.0]]]
+#   decoder self (causal): (G⊙A)+ = [[2, 0], [0.5, 0]];  R_tt = [[3, 0], [0.5, 1]];  R_ts = Ā·0 = 0
+#   R̂_tt = [[2, 0], [0.5, 0]], rows / (2, 0.5) = [[1, 0], [1, 0]];  R̄_tt = [[2, 0], [1, 1]]
+AC, GC = [[[0.2, 0.8], [0.6, 0.4]]], [[[1.0, 1.0], [-1.0, 2.0]]]
+#   cross: (G⊙A)+ = [[0.2, 0.8], [0, 0.8]];  Ā·R̄_ss = [[0.6, 1.4], [0.2, 1.4]]
+#   eq. 10: R_ts = 0 + R̄_ttᵀ·(Ā·R̄_ss) = [[2, 1], [0, 1]]·[[0.6, 1.4], [0.2, 1.4]] = [[1.4, 4.2], [0.2, 1.4]]
+RTS1 = [[1.4, 4.2], [0.2, 1.4]]
+#   a second decoder layer whose self-attention term is Ā = I and whose cross term is 0:
+#   R_tt ← R_tt + I·R_tt = 2·R_tt, R_ts ← R_ts + I·R_ts = 2·R_ts (eq. 7), nothing from eq. 10
+AD2, GD2 = [[[1.0, 0.0], [0.5, 0.5]]], [[[1.0, 0.0], [0.0, 2.0]]]
+GC2 = [[[0.0, 0.0], [0.0, 0.0]]]
+
+
+def test_chefer_encoder_decoder_by_hand():
+    got = grad_rollout_seq2seq([t(AE)], [t(GE)], [t(AD)], [t(GD)], [t(AC)], [t(GC)])
+    torch.testing.assert_close(got, t(RTS1), rtol=0, atol=1e-15)
+    two = grad_rollout_seq2seq([t(AE)], [t(GE)], [t(AD), t(AD2)], [t(GD), t(GD2)], [t(AC), t(AC)], [t(GC), t(GC2)])
+    torch.testing.assert_close(two, 2 * t(RTS1), rtol=0, atol=1e-14)
+
+
+def test_chefer_encoder_decoder_against_numpy():
+    """Random maps, 2 encoder and 3 decoder layers, 3 heads: an independent NumPy transcription."""
+    rng = np.random.default_rng(0)
+    S, T, H = 5, 4, 3
+    enc, dec = random_attention(rng, 2, H, S), random_attention(rng, 3, H, T) * np.tril(np.ones((T, T)))
+    crs = rng.dirichlet(np.ones(S), size=(3, H, T))  # (3, H, T, S)
+    ge, gd, gc = (rng.normal(size=x.shape) for x in (enc, dec, crs))
+
+    def bar(a, g):
+        return np.maximum(a * g, 0).mean(0)
+
+    def norm(R):
+        r = R - np.eye(len(R))
+        s = r.sum(-1, keepdims=True)
+        return r / np.where(s == 0, 1, s) + np.eye(len(R))
+
+    R_ss = np.eye(S)
+    for a, g in zip(enc, ge):
+        R_ss = R_ss + bar(a, g) @ R_ss
+    R_tt, R_ts = np.eye(T), np.zeros((T, S))
+    for a, g, c, h in zip(dec, gd, crs, gc):
+        R_tt, R_ts = R_tt + bar(a, g) @ R_tt, R_ts + bar(a, g) @ R_ts
+        R_ts = R_ts + norm(R_tt).T @ bar(c, h) @ norm(R_ss)
+    T_ = torch.from_numpy
+    got = grad_rollout_seq2seq(T_(enc), T_(ge), T_(dec), T_(gd), T_(crs), T_(gc))
+    torch.testing.assert_close(got, T_(R_ts), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="cross-attention must be"):
+        grad_rollout_seq2seq(T_(enc), T_(ge), T_(dec), T_(gd), T_(crs[:, :, :, :3]), T_(gc[:, :, :, :3]))
 
 
 def test_attention_x_gradient_by_hand():

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from attnlab.explain.pipeline import (
-    check_methods, explain_eval, explain_text, heads_report, load_subject, write_outputs,
-)
+from attnlab.explain.evaluation import explain_eval, heads_report
+from attnlab.explain.faithfulness import randomize_weights, spearman
+from attnlab.explain.pipeline import check_methods, explain_text, load_subject, write_outputs
 from attnlab.explain.targets import make_target
 
 TEXT = "A man is playing a guitar."
@@ -76,6 +76,10 @@ def test_faithfulness_table_and_heads(minilm, tmp_path):
     saved = json.loads((tmp_path / "faithfulness.json").read_text())
     assert saved["examples"] == 3 and [r["method"] for r in saved["table"]] == [r["method"] for r in rows]
     assert all("aopc" in r and "mean_rank" in r for r in rows)
+    assert saved["randomization_examples"] == 3
+    rho = {r["method"]: r["randomization"] for r in rows}
+    assert rho["random"] == 1.0  # the random baseline ignores the weights: it fails the sanity check
+    assert rho["rollout"] < 0.9 and rho["ig"] < 0.9
 
     report = heads_report(minilm, texts[:2], out_dir=tmp_path)
     imp = torch.tensor(report["importance"])
@@ -132,6 +136,22 @@ def test_classifier_logit_target_reads_the_cls_row(minilm):
         explain_text(subject, TEXT, ("rollout",), target="pooled")
     report = heads_report(subject, [TEXT])
     assert torch.tensor(report["importance"]).shape == (2, 2)
+
+
+def test_randomization_column_is_the_spearman_of_the_two_explanations(minilm):
+    """The sanity column against a direct computation: explain with the trained model and with
+    a copy re-initialised by randomize_weights(seed=0), Spearman over the non-special tokens."""
+    from dataclasses import replace
+
+    rows = explain_eval(minilm, [TEXT], ("rollout", "occlusion"), sanity=1)
+    twin = replace(minilm, model=randomize_weights(minilm.model, seed=0).eval())
+    a, b = (explain_text(s, TEXT, ("rollout", "occlusion")) for s in (minilm, twin))
+    inner = slice(1, len(a.tokens) - 1)  # [CLS] ... [SEP]
+    for r in rows:
+        m = r["method"]
+        want = spearman(torch.tensor(a.relevances[m][inner]), torch.tensor(b.relevances[m][inner]))
+        assert r["randomization"] == pytest.approx(want, abs=1e-12)
+    assert all("randomization" not in r for r in explain_eval(minilm, [TEXT], ("random",), sanity=0))
 
 
 def test_eval_lines_may_carry_their_own_pair(minilm):
