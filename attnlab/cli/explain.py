@@ -31,6 +31,7 @@ def explain(
     pair: str | None = None,
     data: Path | None = None,
     limit: int | None = None,
+    sanity: int = 8,
     debug: bool = False,
 ) -> None:
     """Explain a model's output on a text: one relevance score per token by each method.
@@ -42,23 +43,30 @@ def explain(
 
     attnlab explain eval MODEL_OR_RUN_DIR --data FILE --methods rollout,ig,random [--out DIR]
     scores the methods' faithfulness (comprehensiveness, sufficiency, AOPC, deletion and
-    insertion AUC) over the lines of FILE and ranks them.
+    insertion AUC) over the lines of FILE and ranks them, with the model-randomisation check.
 
     Methods: rollout, chefer, raw, flow, attn_x_grad (attention), ig, occlusion, random.
 
+    attnlab explain MODEL_DIR IMAGE.png --method rollout,chefer,ig --out DIR explains a ViT or CBAM
+    CNN checkpoint per patch (CNN methods: spatial, spatial_x_grad, ig, occlusion, random) and
+    writes relevances.json and patches-<method>.png.
+
     Args:
-        args: MODEL_OR_RUN_DIR and the TEXT, or the word eval and MODEL_OR_RUN_DIR.
+        args: MODEL_OR_RUN_DIR and the TEXT (an image file for a ViT or CNN), or the word eval and MODEL_OR_RUN_DIR.
         method: comma-separated methods (default rollout,chefer,ig; for eval rollout,chefer,ig,occlusion,random).
         methods: the same as --method.
         out: the directory to write the files to.
-        target: the explained scalar: logit[:K] (classifiers), pooled or cosine (encoders), logprob[:T]
+        target: the explained scalar: logit[:K] (classifiers, image models), pooled or cosine (encoders), logprob[:T]
             (seq2seq: the whole output, or output token T alone).
         pair: the pair text of --target cosine (implies it for encoders); for seq2seq a reference output to score.
         data: eval: a text file, one input per line (plain or .gz); "text<TAB>pair" gives a line its
             own pair (the cosine target's other sentence, or a seq2seq reference output).
         limit: eval: use at most this many lines.
+        sanity: eval: run the model-randomisation check (Adebayo et al. 2018) on the first this many
+            lines (0: skip it).
         debug: show tracebacks instead of one-line errors.
     """
+    from attnlab.explain import evaluation as E
     from attnlab.explain import pipeline as P
 
     args = list(args or [])
@@ -70,8 +78,10 @@ def explain(
         texts = _texts(data, limit, debug)
         names = (chosen or "rollout,chefer,ig,occlusion,random").split(",")
         subject = _guarded(debug, lambda: P.load_subject(args[1]))
-        rows = _guarded(debug, lambda: P.explain_eval(subject, texts, names, target, pair, out_dir=out))
-        P.print_table(rows, title=f"faithfulness over {len(texts)} examples (mean; rank 1 = best)")
+        if sanity < 0:
+            fail(f"--sanity: must be 0 or more, got {sanity}")
+        rows = _guarded(debug, lambda: E.explain_eval(subject, texts, names, target, pair, out_dir=out, sanity=sanity))
+        E.print_table(rows, title=f"faithfulness over {len(texts)} examples (mean; rank 1 = best)")
         if out is not None:
             typer.echo(f"wrote {out / 'faithfulness.json'}")
         return
@@ -79,6 +89,10 @@ def explain(
         fail('give MODEL_OR_RUN_DIR and one "TEXT" (or: attnlab explain eval MODEL_OR_RUN_DIR --data FILE)')
     if data is not None or limit is not None:
         fail("--data and --limit go with `attnlab explain eval`")
+    from attnlab.explain import images as I
+
+    if I.image_model_dir(args[0]):
+        return _explain_image(Path(args[0]), Path(args[1]), chosen, target, out, debug)
     names = (chosen or ",".join(P.DEFAULT_METHODS)).split(",")
     subject = _guarded(debug, lambda: P.load_subject(args[0]))
     ex = _guarded(debug, lambda: P.explain_text(subject, args[1], names, target, pair))
@@ -98,6 +112,35 @@ def explain(
         paths = _guarded(debug, lambda: P.write_outputs(ex, out, title=f"attnlab explain: {subject.name}"))
         for key, path in paths.items():
             typer.echo(f"{key + ':':<11} {path}")
+
+
+def _explain_image(model_dir: Path, image: Path, chosen: str | None, target: str | None, out: Path | None,
+                   debug: bool) -> None:
+    """`attnlab explain MODEL_DIR IMAGE`: relevance per patch of a ViT or CBAM CNN checkpoint."""
+    from attnlab.explain import images as I
+    from attnlab.models import load_pretrained
+
+    if not image.is_file():
+        fail(f"{image}: no such image file")
+    k = target.removeprefix("logit").lstrip(":[").rstrip("]") if target else ""
+    if k and not k.isdigit():
+        fail(f"--target: an image model takes logit or logit:K (a class index), got {target!r}")
+    model = _guarded(debug, lambda: load_pretrained(model_dir))
+    cfg = model.config
+    x, img = _guarded(debug, lambda: I.load_image(image, cfg.in_channels, cfg.image_size, I.normalisation(model_dir)))
+    names = (chosen or ",".join(I.DEFAULT_METHODS[I.image_kind(model)])).split(",")
+    ex = _guarded(debug, lambda: I.explain_image(model, x, names, int(k) if k else None))
+    typer.echo(f"target: logit[{ex.target_class}] = {ex.target_value:.4f}; {ex.grid[0]}x{ex.grid[1]} patches "
+               f"of {ex.patch_size} pixels")
+    for m, r in ex.relevances.items():
+        top = int(r.reshape(-1).argmax())
+        typer.echo(f"{m:>14}: most relevant patch (row {top // ex.grid[1]}, col {top % ex.grid[1]})")
+    if "ig" in ex.info:
+        c = ex.info["ig"]
+        typer.echo(f"ig completeness: sum {c['sum']:.4f} vs f(x) - f(baseline) {c['f_x'] - c['f_baseline']:.4f}")
+    if out is not None:
+        for key, path in _guarded(debug, lambda: I.write_image_outputs(ex, img, out)).items():
+            typer.echo(f"{key + ':':<15} {path}")
 
 
 @command(app)
@@ -123,11 +166,12 @@ def heads(
         limit: use at most this many lines.
         debug: show tracebacks instead of one-line errors.
     """
+    from attnlab.explain import evaluation as E
     from attnlab.explain import pipeline as P
 
     texts = _texts(data, limit, debug)
     subject = _guarded(debug, lambda: P.load_subject(model))
-    report = _guarded(debug, lambda: P.heads_report(subject, texts, target, pair, out_dir=out))
+    report = _guarded(debug, lambda: E.heads_report(subject, texts, target, pair, out_dir=out))
     imp = report["importance"]
     ranked = sorted(((v, l, h) for l, row in enumerate(imp) for h, v in enumerate(row)), reverse=True)
     typer.echo(f"target: {report['target']} over {report['examples']} inputs; "

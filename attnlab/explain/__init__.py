@@ -15,7 +15,10 @@ the explanations, rank heads, and show it all.
 * ``heads``: head importance (Michel et al. 2019), pruning order and curve;
 * ``figures``: head grids, rollout heatmaps, token saliency (PNG and HTML), alignments, patch
   overlays, pruning curves (matplotlib);
-* ``pipeline`` / ``targets``: what ``attnlab explain`` and ``attnlab heads`` run;
+* ``pipeline`` / ``targets``: from a checkpoint or run dir and a text to relevances and files
+  (``attnlab explain``); ``evaluation``: the faithfulness table with the randomisation check
+  (``attnlab explain eval``) and the head report (``attnlab heads``);
+* ``images``: per-patch relevance of ViT and CNN image classifiers;
 * ``explorer``: the self-contained HTML explorer. The web server (``attnlab.explain.server``,
   needs fastapi) is imported on its own.
 """
@@ -32,17 +35,18 @@ from .faithfulness import (
     masked_scorer, randomization_check, sufficiency,
 )
 from .heads import head_importance, head_mask_for, heads_to_prune, prune_heads, prune_order, pruning_curve
+from .images import explain_image, image_faithfulness
 from .methods import (
-    METHODS, Method, attention_flow, attention_x_gradient, fuse_heads, get_method, grad_rollout,
+    METHODS, Method, attention_flow, attention_x_gradient, fuse_heads, get_method, grad_rollout, grad_rollout_seq2seq,
     raw_attention, register_method, relevance_for, residual_attention, rollout,
 )
 
 __all__ = [
     "Capture", "capture",
     "METHODS", "Method", "register_method", "get_method",
-    "raw_attention", "rollout", "attention_flow", "grad_rollout", "attention_x_gradient",
+    "raw_attention", "rollout", "attention_flow", "grad_rollout", "grad_rollout_seq2seq", "attention_x_gradient",
     "relevance_for", "fuse_heads", "residual_attention",
-    "integrated_gradients", "occlusion", "random_relevance",
+    "integrated_gradients", "occlusion", "random_relevance", "explain_image", "image_faithfulness",
     "HIGHER_IS_BETTER", "masked_scorer", "comprehensiveness", "sufficiency", "aopc",
     "deletion_auc", "insertion_auc", "randomization_check", "faithfulness_table",
     "head_importance", "prune_order", "heads_to_prune", "head_mask_for", "pruning_curve", "prune_heads",
