@@ -192,6 +192,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     max_tokens: int | None = None,
+    debug: bool = False,
 ) -> None:
     """Serve the attention explorer: type a text, see the prediction, the attention views and the
     relevance of each method. The API is documented at /docs (OpenAPI).
@@ -200,9 +201,13 @@ def serve(
         host: the interface to bind ("0.0.0.0" for every one).
         port: the TCP port.
         max_tokens: the longest input accepted (default: the model's position limit).
+        debug: show tracebacks instead of one-line errors.
     """
-    from attnlab.explain.server import serve as run_server
+    import uvicorn
+
+    from attnlab.explain.server import create_app
 
     if not model.is_dir():
         fail(f"{model}: no such model directory")
-    run_server(model, host=host, port=port, max_tokens=max_tokens)
+    web_app = _guarded(debug, lambda: create_app(model, max_tokens=max_tokens))  # load errors: one line, exit 2
+    uvicorn.run(web_app, host=host, port=port)

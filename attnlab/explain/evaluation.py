@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..io import write_json
 from .faithfulness import METRICS, faithfulness_scores, faithfulness_table, masked_scorer, randomize_weights, spearman
-from .pipeline import Example, Subject, _explain, check_methods, prepare
+from .pipeline import Example, Subject, _explain, prepare
 
 DEFAULT_EVAL_METHODS = ("rollout", "chefer", "ig", "occlusion", "random")
 SANITY = "randomization"  # the model-randomisation check's column: Spearman ρ, lower passes
@@ -68,7 +68,7 @@ def explain_eval(
         subject: from :func:`~attnlab.explain.pipeline.load_subject`.
         texts: one input per item; ``"sentence<TAB>pair"`` carries its own pair (the cosine
             target's other sentence, or a seq2seq reference output) instead of ``pair``.
-        methods: method names (see :func:`~attnlab.explain.pipeline.check_methods`).
+        methods: method names (see :meth:`~attnlab.explain.pipeline.Subject.known_methods`).
         target: the explained scalar (see :mod:`attnlab.explain.targets`); None: the default.
         pair: the pair text for every line without its own.
         out_dir: write ``faithfulness.json`` here.
@@ -79,7 +79,7 @@ def explain_eval(
     Returns:
         The table's rows, best first.
     """
-    methods = check_methods(methods, subject.kind)
+    methods = subject.check_methods(methods)
     examples = _examples(subject, texts, target, pair)
     sums = {m: dict.fromkeys(METRICS, 0.0) for m in methods}
     for ex in examples:
@@ -181,6 +181,8 @@ def heads_report(
     """
     from .heads import head_importance, pruning_curve
 
+    if subject.rnn:
+        raise ValueError(f"{subject.name}: an RNN seq2seq model has no attention heads to score")
     examples = _examples(subject, texts, target, pair)
     L, H = _stack(subject)
 

@@ -34,6 +34,7 @@ from .targets import Target, make_target
 
 INPUT_METHODS = ("ig", "occlusion", "random")
 SEQ2SEQ_ATTENTION = ("raw", "rollout", "chefer", "attn_x_grad")
+RNN_ATTENTION = ("raw",)  # an RNN's one map per step over the source: no layers to roll out, no grads
 DEFAULT_METHODS = ("rollout", "chefer", "ig")
 SPECIAL = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>", "<eos>", "<bos>", ""}
 
@@ -41,7 +42,8 @@ SPECIAL = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>", "<eos>", "<bos>", 
 @dataclass
 class Subject:
     """A model to explain. ``kind``: "encoder", "classifier" or "seq2seq"; ``data`` holds a
-    seq2seq run's tokenizers (``src_tok``, ``tgt_tok``), ``recipe``/``cfg`` its recipe and config."""
+    seq2seq run's tokenizers (``src_tok``, ``tgt_tok``), ``recipe``/``cfg`` its recipe and config;
+    ``rnn`` marks an RNN seq2seq model (attention over encoder states, one map per output step)."""
 
     model: nn.Module
     tokenizer: Any
@@ -51,6 +53,17 @@ class Subject:
     recipe: Any = None
     cfg: Any = None
     notes: list[str] = field(default_factory=list)
+    rnn: bool = False
+
+    def known_methods(self) -> tuple[str, ...]:
+        """The method names that apply to this model."""
+        if self.rnn:
+            return RNN_ATTENTION + INPUT_METHODS
+        return (SEQ2SEQ_ATTENTION if self.kind == "seq2seq" else tuple(METHODS)) + INPUT_METHODS
+
+    def check_methods(self, methods: Sequence[str]) -> tuple[str, ...]:
+        """``methods`` deduplicated; one that does not apply to this model raises (see :func:`check_methods`)."""
+        return check_methods(methods, "RNN seq2seq" if self.rnn else self.kind, self.known_methods())
 
 
 @dataclass
@@ -67,7 +80,10 @@ class Explanation:
     info: dict[str, Any] = field(default_factory=dict)
 
     def attentions(self) -> tuple[Tensor, ...]:
-        """Layers x (H, L, L) self-attention over ``tokens`` (the encoder's, for seq2seq)."""
+        """Layers x (H, L, L) self-attention over ``tokens`` (the encoder's, for seq2seq; none for
+        an RNN, whose only map is the decoder's attention over the source)."""
+        if self.kind == "seq2seq" and self.capture.encoder_attentions is None:
+            return ()
         return self.capture.maps("encoder" if self.kind == "seq2seq" else "self")
 
 
@@ -109,9 +125,8 @@ def _load_run(path: Path) -> Subject:
     if not isinstance(recipe, Seq2SeqRecipe):
         raise ValueError(f"{path}: a {recipe.name!r} run; explain handles seq2seq runs and checkpoint directories")
     model, data = recipe.load_run(cfg, path, log=lambda m: None)
-    if isinstance(model, RNNSeq2Seq):
-        raise ValueError(f"{path}: an RNN seq2seq run; explain needs a Transformer's attention maps")
-    return Subject(model.eval(), data.src_tok, "seq2seq", path.name, data, recipe, cfg)
+    return Subject(model.eval(), data.src_tok, "seq2seq", path.name, data, recipe, cfg,
+                   rnn=isinstance(model, RNNSeq2Seq))
 
 
 # ----------------------------------------------------------------------------- one example
@@ -209,16 +224,14 @@ def _source_embedding(subject: Subject):
         model.src_embed = shared
 
 
-def check_methods(methods: Sequence[str], kind: str = "encoder", known: Sequence[str] | None = None) -> tuple[str, ...]:
+def check_methods(methods: Sequence[str], kind: str, known: Sequence[str]) -> tuple[str, ...]:
     """The method names, deduplicated; an unknown one raises with the nearest name.
 
     Args:
         methods: the names asked for.
         kind: the model's kind ("encoder", "classifier", "seq2seq", "vit", "cnn"), for the message.
-        known: the names that apply; None for the text models' (by ``kind``).
+        known: the names that apply (e.g. :meth:`Subject.known_methods`).
     """
-    if known is None:
-        known = (SEQ2SEQ_ATTENTION if kind == "seq2seq" else tuple(METHODS)) + INPUT_METHODS
     known = tuple(known)
     out = tuple(dict.fromkeys(m.strip() for m in methods if m.strip()))
     if not out:
@@ -227,7 +240,7 @@ def check_methods(methods: Sequence[str], kind: str = "encoder", known: Sequence
         if m not in known:
             near = difflib.get_close_matches(m, known, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ValueError(f"unknown method {m!r} for a {kind} model{hint}; known: {', '.join(known)}")
+            raise ValueError(f"unknown method {m!r} for {kind} models{hint}; known: {', '.join(known)}")
     return out
 
 
@@ -253,15 +266,21 @@ def explain_text(
         ig_steps: Integrated Gradients' quadrature points.
         seed: seed of the random baseline.
     """
-    methods = check_methods(methods, subject.kind)
+    methods = subject.check_methods(methods)
     ex = prepare(subject, text, target, pair)
     return _explain(subject, ex, methods, ig_steps=ig_steps, seed=seed)
 
 
 def _explain(subject: Subject, ex: Example, methods: Sequence[str], *, ig_steps: int = 64, seed: int = 0) -> Explanation:
     model, fn = subject.model, ex.target.fn
-    cap = capture(model, ex.inputs, target=fn, tokens=ex.tokens)
-    info: dict[str, Any] = {"target_value": float(cap.target)}
+    if subject.rnn:  # its per-step maps are stacked after use: no gradients w.r.t. them (and none needed)
+        cap = capture(model, ex.inputs, tokens=ex.tokens)
+        with torch.no_grad():
+            value = float(fn(model(**ex.inputs)))
+    else:
+        cap = capture(model, ex.inputs, target=fn, tokens=ex.tokens)
+        value = float(cap.target)
+    info: dict[str, Any] = {"target_value": value}
     if subject.notes:
         info["notes"] = list(subject.notes)
     if ex.output is not None:
@@ -300,11 +319,14 @@ def _ig_check(model: nn.Module, ex: Example, attr: Tensor, delta: float) -> dict
 
 def _seq2seq_attention(name: str, cap: Capture, position: int | str = "mean") -> Tensor:
     """(S,) source relevance of one output token (``position``) or of the whole output ("mean")
-    from cross- and encoder attention."""
-    enc, cross = cap.maps("encoder"), cap.maps("cross")  # layers x (H, S, S), layers x (H, T, S)
+    from cross- and encoder attention (an RNN's: its decoder's weights over the source)."""
 
     def row(m: Tensor) -> Tensor:  # (T, S) -> (S,)
         return m.mean(0) if position == "mean" else m[position]
+
+    if cap.encoder_attentions is None:  # RNN: one (B, T, S) map, "raw" only
+        return row(cap.self_attentions[0][0])
+    enc, cross = cap.maps("encoder"), cap.maps("cross")  # layers x (H, S, S), layers x (H, T, S)
 
     if name == "raw":
         return row(cross[-1].mean(0))
@@ -324,20 +346,23 @@ def _seq2seq_attention(name: str, cap: Capture, position: int | str = "mean") ->
 
 
 def write_outputs(explanation: Explanation, out_dir: str | Path, title: str = "attnlab explain") -> dict[str, Path]:
-    """Write ``relevances.json``, ``explorer.html``, ``saliency.png``, ``heads.png`` (last layer)
-    and ``rollout.png``. Returns name -> path."""
+    """Write ``relevances.json``, ``saliency.png`` and, for a model with self-attention,
+    ``explorer.html``, ``heads.png`` (last layer) and ``rollout.png``. Returns name -> path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ex = explanation
     paths = {"relevances": out / "relevances.json", "explorer": out / "explorer.html"}
     data = {"tokens": ex.tokens, "target": ex.target_description, "methods": ex.relevances}
     write_json(paths["relevances"], data)
-    maps = list(ex.attentions())
-    prediction = ex.target_description + (f"; output {ex.info['output']!r}" if "output" in ex.info else "")
-    write_explorer(paths["explorer"], ex.tokens, maps, ex.relevances, title=title, prediction=prediction)
     from . import figures  # matplotlib: imported only when figures are drawn
 
     paths["saliency"] = figures.plot_saliency(ex.tokens, ex.relevances, out / "saliency.png")
+    maps = list(ex.attentions())
+    if not maps:  # an RNN: no self-attention to draw
+        del paths["explorer"]
+        return paths
+    prediction = ex.target_description + (f"; output {ex.info['output']!r}" if "output" in ex.info else "")
+    write_explorer(paths["explorer"], ex.tokens, maps, ex.relevances, title=title, prediction=prediction)
     paths["heads"] = figures.plot_head_grid(maps[-1], ex.tokens, out / "heads.png", "last layer, every head")
     paths["rollout"] = figures.plot_rollout(rollout(maps), ex.tokens, out / "rollout.png")
     return paths

@@ -54,6 +54,9 @@ def load_explainable(directory: str | Path) -> Explainable:
     from .pipeline import load_subject
 
     subject = load_subject(directory)
+    if subject.rnn:
+        raise ValueError(f"{directory}: an RNN seq2seq run; the explorer draws self-attention, which an RNN "
+                         "does not have (use attnlab explain)")
     tokenizer = subject.tokenizer
     limit = getattr(getattr(subject.model, "config", None), "max_len", None) or tokenizer.model_max_length
     return Explainable(subject, tokenizer, limit, subject.name)
@@ -146,10 +149,10 @@ def create_app(model_dir_or_run_dir: str | Path, max_tokens: int | None = None) 
                          413: {"description": "text longer than max_tokens"},
                          422: {"description": "empty text or malformed JSON"}})
     def explain(req: ExplainRequest) -> dict:
-        from .pipeline import check_methods, explain_text
+        from .pipeline import explain_text
 
         try:
-            names = check_methods(req.methods, ex.subject.kind)
+            names = ex.subject.check_methods(req.methods)
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
         if len(req.text) > limit * CHARS_PER_TOKEN:

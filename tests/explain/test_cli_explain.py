@@ -119,3 +119,40 @@ def test_explain_one_generated_token(dates_run, tmp_path):
     got, want = (float(v) for v in line.removeprefix("ig completeness: sum").split("vs f(x) - f(baseline)"))
     assert abs(got - want) <= 0.05 * max(1.0, abs(want)), line
     assert "the output has" in _bad(["explain", dates_run, "3 mar 21", "--target", "logprob:99"])
+
+
+@pytest.fixture(scope="module")
+def rnn_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rnn") / "run"
+    res = runner.invoke(app, ["train", "dates", "model=rnn_attention", "data.n_train=300", "data.n_val=20",
+                              "data.n_test=20", "train.max_steps=5", "train.tensorboard=false",
+                              "train.progress=lines", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return str(out)
+
+
+def test_explain_rnn_run_reads_its_attention_over_the_source(rnn_run, tmp_path):
+    """An RNN seq2seq run: "raw" is its decoder's weights over the source (mean over output steps,
+    read here from a direct forward pass), next to IG and occlusion; no explorer, no heads."""
+    import torch
+
+    from attnlab.explain.pipeline import load_subject, prepare
+
+    res = _ok(["explain", rnn_run, "3 mar 21", "--method", "raw,ig,occlusion,random", "--out", str(tmp_path)])
+    assert "ig completeness" in res.stdout and "output:" in res.stdout
+    data = json.loads((tmp_path / "relevances.json").read_text())
+    assert set(data["methods"]) == {"raw", "ig", "occlusion", "random"}
+    assert (tmp_path / "saliency.png").is_file() and not (tmp_path / "explorer.html").exists()
+    subject = load_subject(rnn_run)
+    ex = prepare(subject, "3 mar 21")
+    with torch.no_grad():
+        weights = subject.model(**ex.inputs, output_attentions=True).attentions[0][0]  # (T, S)
+    assert data["methods"]["raw"] == pytest.approx(weights.mean(0).tolist(), abs=1e-9)
+    assert "for RNN seq2seq models" in _bad(["explain", rnn_run, "3 mar 21", "--method", "chefer"])
+    lines = tmp_path / "in.txt"
+    lines.write_text("3 mar 21\n12 june 1999\n")
+    assert "no attention heads" in _bad(["heads", rnn_run, "--data", str(lines)])
+    assert "RNN" in _bad(["serve", rnn_run])  # the explorer draws self-attention: refused before serving
+    res = _ok(["explain", "eval", rnn_run, "--data", str(lines), "--methods", "raw,occlusion,random",
+               "--sanity", "1"])
+    assert "rand. ρ" in res.stdout

@@ -201,7 +201,7 @@ def test_shape_and_name_errors():
     cnn = create("cnn-attention-tiny").eval()
     with pytest.raises(ValueError, match=r"\(1, 1, 6, 6\) is not a whole number of 4x4"):
         explain_image(cnn, torch.rand(1, 1, 6, 6), ("spatial",), patch_size=4)
-    with pytest.raises(ValueError, match="unknown method 'rollout' for a cnn"):
+    with pytest.raises(ValueError, match="unknown method 'rollout' for cnn models"):
         explain_image(cnn, torch.rand(1, 1, 8, 8), ("rollout",))
     with pytest.raises(ValueError, match="needs a ViT or a CBAM CNN"):
         explain_image(create("encoder-tiny"), image())
@@ -253,4 +253,4 @@ def test_cli_explain_image_errors(tmp_path):
     res = CliRunner().invoke(app, ["explain", str(model_dir), str(tmp_path / "missing.png")])
     assert res.exit_code == 2 and "no such image file" in res.stderr
     res = CliRunner().invoke(app, ["explain", str(model_dir), str(png(tmp_path / "x.png", 8)), "--method", "spatial"])
-    assert res.exit_code == 2 and "unknown method 'spatial' for a vit" in res.stderr
+    assert res.exit_code == 2 and "unknown method 'spatial' for vit models" in res.stderr

@@ -8,7 +8,7 @@ import torch
 
 from attnlab.explain.evaluation import explain_eval, heads_report
 from attnlab.explain.faithfulness import randomize_weights, spearman
-from attnlab.explain.pipeline import check_methods, explain_text, load_subject, write_outputs
+from attnlab.explain.pipeline import explain_text, load_subject, write_outputs
 from attnlab.explain.targets import make_target
 
 TEXT = "A man is playing a guitar."
@@ -64,7 +64,7 @@ def test_bad_targets_and_methods(minilm):
     with pytest.raises(ValueError, match="pair"):
         explain_text(minilm, TEXT, ("rollout",), target="cosine")
     with pytest.raises(ValueError, match="did you mean 'rollout'"):
-        check_methods(["rolout"])
+        minilm.check_methods(["rolout"])
     with pytest.raises(ValueError, match="empty"):
         explain_text(minilm, "  ", ("rollout",))
 
