@@ -263,3 +263,38 @@ def causal_mask(Lq: int, Lk: int | None = None, offset: int | None = None, devic
     Lk = Lq if Lk is None else Lk
     offset = Lk - Lq if offset is None else offset
     return materialize(causal(offset), 1, 1, Lq, Lk, device)[0, 0]
+
+
+def merge_masks(mask: Tensor | None, key_padding_mask: Tensor | None, B: int, Lq: int, Lk: int) -> Tensor | None:
+    """One bool mask broadcastable to (B, H, Lq, Lk) from :class:`MultiHeadAttention`'s ``mask``
+    and ``key_padding_mask`` arguments (True = may attend), or None.
+
+    Args:
+        mask: bool, broadcastable to (B, H, Lq, Lk); a (B, Lk) mask is read as key padding.
+        key_padding_mask: bool (B, Lk), True = a real key.
+        B, Lq, Lk: batch, query and key lengths.
+    """
+    if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
+        what = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(
+            f"MultiHeadAttention: mask must be a bool tensor (True = may attend), got {what}; "
+            "pass float scores as bias="
+        )
+    if mask is not None and mask.dim() == 2 and tuple(mask.shape) == (B, Lk):
+        if (B, Lk) == (Lq, Lk) and B > 1:
+            raise ValueError(
+                f"MultiHeadAttention: a 2-D mask of shape {tuple(mask.shape)} is ambiguous when "
+                f"B == Lq == {B}: pass key_padding_mask= (B, Lk) or a 4-D mask"
+            )
+        mask = mask[:, None, None, :]  # (B, 1, 1, Lk)
+    if key_padding_mask is not None:
+        if key_padding_mask.dim() != 2 or tuple(key_padding_mask.shape) != (B, Lk):
+            raise ValueError(
+                f"MultiHeadAttention: key_padding_mask must be (B, Lk) = {(B, Lk)}, "
+                f"got {tuple(key_padding_mask.shape)}"
+            )
+        if key_padding_mask.dtype != torch.bool:
+            raise ValueError(f"MultiHeadAttention: key_padding_mask must be bool, got {key_padding_mask.dtype}")
+        kpm = key_padding_mask[:, None, None, :]  # (B, 1, 1, Lk)
+        mask = kpm if mask is None else mask & kpm
+    return mask

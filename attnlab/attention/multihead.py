@@ -195,7 +195,7 @@ class MultiHeadAttention(nn.Module):
             k, v = cache.update(k, v)  # (B, Hkv, past + Lq, D); keys cached after rotation
         Lk = k.shape[2]
 
-        mask = _normalize_mask(mask, key_padding_mask, B, Lq, Lk)
+        mask = M.merge_masks(mask, key_padding_mask, B, Lq, Lk)
         if causal:
             mask_mod = M.causal(past) if mask_mod is None else M.and_masks(mask_mod, M.causal(past))
         if pos_enc is not None and "bias" in pos_enc.hooks:
@@ -412,34 +412,6 @@ def _build_position(position, kwargs, head_dim: int, num_heads: int) -> Position
             f"{sorted(enc.hooks)} hook(s); add it to the token embeddings, not to attention"
         )
     return enc
-
-
-def _normalize_mask(mask: Tensor | None, key_padding_mask: Tensor | None, B: int, Lq: int, Lk: int):
-    """One bool mask broadcastable to (B, H, Lq, Lk), or None; key-padding forms reshaped."""
-    if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
-        what = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(
-            f"MultiHeadAttention: mask must be a bool tensor (True = may attend), got {what}; "
-            "pass float scores as bias="
-        )
-    if mask is not None and mask.dim() == 2 and tuple(mask.shape) == (B, Lk):
-        if (B, Lk) == (Lq, Lk) and B > 1:
-            raise ValueError(
-                f"MultiHeadAttention: a 2-D mask of shape {tuple(mask.shape)} is ambiguous when "
-                f"B == Lq == {B}: pass key_padding_mask= (B, Lk) or a 4-D mask"
-            )
-        mask = mask[:, None, None, :]  # (B, 1, 1, Lk)
-    if key_padding_mask is not None:
-        if key_padding_mask.dim() != 2 or tuple(key_padding_mask.shape) != (B, Lk):
-            raise ValueError(
-                f"MultiHeadAttention: key_padding_mask must be (B, Lk) = {(B, Lk)}, "
-                f"got {tuple(key_padding_mask.shape)}"
-            )
-        if key_padding_mask.dtype != torch.bool:
-            raise ValueError(f"MultiHeadAttention: key_padding_mask must be bool, got {key_padding_mask.dtype}")
-        kpm = key_padding_mask[:, None, None, :]  # (B, 1, 1, Lk)
-        mask = kpm if mask is None else mask & kpm
-    return mask
 
 
 def _compose(first: M.ScoreMod, second: M.ScoreMod | None) -> M.ScoreMod:

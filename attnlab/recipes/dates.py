@@ -15,7 +15,8 @@ from pydantic import Field
 from ..config import Config
 from ..data.dates import make_splits
 from .registry import register_recipe
-from .seq2seq import Seq2SeqConfig, Seq2SeqRecipe, encode_source
+from .seq2seq import Seq2SeqRecipe, encode_source
+from .seq2seq_config import Seq2SeqConfig
 
 __all__ = ["DatesData", "DatesConfig", "DatesRecipe"]
 

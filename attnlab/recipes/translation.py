@@ -16,7 +16,8 @@ from ..config import Config
 from ..data.multi30k import BASE_URL, multi30k_files
 from ..data.readers import read_parallel
 from .registry import register_recipe
-from .seq2seq import Seq2SeqConfig, Seq2SeqRecipe
+from .seq2seq import Seq2SeqRecipe
+from .seq2seq_config import Seq2SeqConfig
 
 __all__ = ["TranslationData", "TranslationConfig", "TranslationRecipe"]
 
