@@ -38,14 +38,14 @@ from .heads import head_importance, head_mask_for, heads_to_prune, prune_heads, 
 from .images import explain_image, image_faithfulness
 from .methods import (
     METHODS, Method, attention_flow, attention_x_gradient, fuse_heads, get_method, grad_rollout, grad_rollout_seq2seq,
-    raw_attention, register_method, relevance_for, residual_attention, rollout,
+    raw_attention, register_method, relevance_for, residual_attention, rollout, token_relevance,
 )
 
 __all__ = [
     "Capture", "capture",
     "METHODS", "Method", "register_method", "get_method",
     "raw_attention", "rollout", "attention_flow", "grad_rollout", "grad_rollout_seq2seq", "attention_x_gradient",
-    "relevance_for", "fuse_heads", "residual_attention",
+    "relevance_for", "token_relevance", "fuse_heads", "residual_attention",
     "integrated_gradients", "occlusion", "random_relevance", "explain_image", "image_faithfulness",
     "HIGHER_IS_BETTER", "masked_scorer", "comprehensiveness", "sufficiency", "aopc",
     "deletion_auc", "insertion_auc", "randomization_check", "faithfulness_table",

@@ -19,7 +19,9 @@ import torch
 from torch import Tensor
 
 from ..io import write_json
-from .faithfulness import METRICS, faithfulness_scores, faithfulness_table, masked_scorer, randomize_weights, spearman
+from .faithfulness import (
+    METRICS, faithfulness_scores, faithfulness_table, masked_scorer, randomize_weights, rank_agreement,
+)
 from .pipeline import Example, Subject, _explain, prepare
 
 DEFAULT_EVAL_METHODS = ("rollout", "chefer", "ig", "occlusion", "random")
@@ -82,8 +84,10 @@ def explain_eval(
     methods = subject.check_methods(methods)
     examples = _examples(subject, texts, target, pair)
     sums = {m: dict.fromkeys(METRICS, 0.0) for m in methods}
+    explained = []
     for ex in examples:
         expl = _explain(subject, ex, methods, ig_steps=ig_steps, seed=seed)
+        explained.append(expl.relevances)
         score = masked_scorer(subject.model, ex.inputs, ex.target.fn, replace_id=ex.replace_id, protected=ex.special)
         for m in methods:
             for k, v in faithfulness_scores(score, torch.tensor(expl.relevances[m], dtype=torch.float64)).items():
@@ -91,7 +95,7 @@ def explain_eval(
     rows = faithfulness_table(sums)
     checked = examples[:max(0, sanity)]
     if checked:
-        rho = randomization(subject, checked, methods, ig_steps=ig_steps, seed=seed)
+        rho = randomization(subject, checked, methods, ig_steps=ig_steps, seed=seed, trained=explained)
         for r in rows:
             r[SANITY] = rho[r["method"]]
     if out_dir is not None:
@@ -102,7 +106,8 @@ def explain_eval(
 
 
 def randomization(subject: Subject, examples: Sequence[Example], methods: Sequence[str], *,
-                  ig_steps: int = 32, seed: int = 0) -> dict[str, float]:
+                  ig_steps: int = 32, seed: int = 0,
+                  trained: Sequence[dict[str, list[float]]] | None = None) -> dict[str, float]:
     """Adebayo et al.'s model-parameter randomisation test over ``examples``: per method, the mean
     Spearman correlation between the explanation of the trained model and of a copy with all
     weights re-initialised (the same target function, so the same output is explained).
@@ -113,17 +118,17 @@ def randomization(subject: Subject, examples: Sequence[Example], methods: Sequen
         methods: method names.
         ig_steps: Integrated Gradients' quadrature points.
         seed: seed of the re-initialised weights and of the random baseline.
+        trained: the trained model's relevances of ``examples`` (method -> scores), when the
+            caller has them already; None computes them.
     """
     random_subject = dataclasses.replace(subject, model=randomize_weights(subject.model, seed=seed).eval(), notes=[])
     sums = dict.fromkeys(methods, 0.0)
-    for ex in examples:
-        a = _explain(subject, ex, methods, ig_steps=ig_steps, seed=seed).relevances
+    for i, ex in enumerate(examples):
+        a = trained[i] if trained else _explain(subject, ex, methods, ig_steps=ig_steps, seed=seed).relevances
         b = _explain(random_subject, ex, methods, ig_steps=ig_steps, seed=seed).relevances
-        for m in methods:
-            keep = ~ex.special  # special tokens are never scored
-            ra, rb = (torch.tensor(r, dtype=torch.float64)[keep] for r in (a[m], b[m]))
-            rho = spearman(ra, rb)
-            sums[m] += (0.0 if rho != rho else rho) / len(examples)  # NaN (a constant map) counts as 0
+        for m in methods:  # special tokens are never scored
+            ra, rb = (torch.tensor(r[m], dtype=torch.float64) for r in (a, b))
+            sums[m] += rank_agreement(ra, rb, ~ex.special) / len(examples)
     return sums
 
 

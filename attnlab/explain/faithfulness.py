@@ -284,6 +284,16 @@ def spearman(a: Tensor, b: Tensor) -> float:
     return float("nan") if denom == 0 else float((ra * rb).sum()) / denom
 
 
+def rank_agreement(a: Tensor, b: Tensor, keep: Tensor | None = None) -> float:
+    """Spearman correlation of two explanations of one example over the ``keep`` positions
+    ((L,) bool; None: all), a constant explanation (undefined correlation) counted as 0: the
+    per-example score of the model-randomisation check."""
+    if keep is not None:
+        a, b = a[keep], b[keep]
+    rho = spearman(a.double(), b.double())
+    return 0.0 if rho != rho else rho
+
+
 def randomize_weights(model: nn.Module, prefixes: Sequence[str] | None = None, seed: int = 0) -> nn.Module:
     """A deep copy of ``model`` with its weights re-initialised (the original is untouched).
 
@@ -404,6 +414,6 @@ def faithfulness_table(
 __all__ = [
     "HIGHER_IS_BETTER", "METRICS", "BINS", "faithfulness_scores", "Binned", "MaskedScorer", "masked_scorer",
     "comprehensiveness", "sufficiency", "aopc", "deletion_curve", "insertion_curve",
-    "deletion_auc", "insertion_auc", "bin_sizes", "rank", "spearman",
+    "deletion_auc", "insertion_auc", "bin_sizes", "rank", "spearman", "rank_agreement",
     "randomize_weights", "randomization_check", "faithfulness_table",
 ]

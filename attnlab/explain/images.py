@@ -38,12 +38,11 @@ from ..io import write_json
 from .attribution import random_relevance
 from .capture import capture
 from .faithfulness import faithfulness_scores
-from .methods import get_method, relevance_for
-from .pipeline import check_methods
+from .methods import token_relevance
+from .pipeline import INPUT_METHODS, check_methods
 
 VIT_METHODS = ("raw", "rollout", "flow", "chefer", "attn_x_grad")
 CNN_METHODS = ("spatial", "spatial_x_grad")
-INPUT_METHODS = ("ig", "occlusion", "random")
 DEFAULT_METHODS = {"vit": ("rollout", "chefer", "ig"), "cnn": ("spatial", "spatial_x_grad", "ig")}
 KNOWN = {"vit": VIT_METHODS + INPUT_METHODS, "cnn": CNN_METHODS + INPUT_METHODS}
 FLOW_MAX_TOKENS = 100  # flow from [CLS]: one max-flow per token; mean pooling needs N times more
@@ -183,12 +182,7 @@ def _vit_relevance(name: str, attns, grads, pool: str) -> Tensor:
         if N > limit:
             raise ValueError(f"flow: {N} tokens is too many (at most {limit} for pool={pool!r}: one max-flow "
                              f"per token{'' if cls else ' pair'}); use rollout")
-        R = get_method("flow")(attns, output=0 if cls else None)  # (N,) or (N, N)
-    else:
-        R = get_method(name)(attns, grads)  # (N, N)
-        if name == "chefer":  # R = I + updates: the identity is each token's own residual, not evidence
-            R = R - torch.eye(N, dtype=R.dtype, device=R.device)
-    r = R if R.dim() == 1 else relevance_for(R.double(), 0 if cls else "mean")  # (N,)
+    r = token_relevance(name, attns, grads, 0 if cls else "mean")  # (N,)
     return r[1:] if cls else r  # drop the [CLS] column
 
 

@@ -293,6 +293,31 @@ def relevance_for(matrix: Tensor, position: int | Sequence[int] | str = 0) -> Te
     return matrix[rows].mean(0)
 
 
+def token_relevance(name: str, attns: Maps, grads: Maps | None = None, position: int | Sequence[int] | str = 0,
+                    **options) -> Tensor:
+    """(Lk,) relevance of output ``position`` by the registered method ``name``: the method's
+    matrix, less the identity Chefer's R starts from (each token's own residual, not evidence),
+    read with :func:`relevance_for`. Attention flow computes only that row's max-flows when
+    ``position`` is one int.
+
+    Args:
+        name: a registered method (see :data:`METHODS`).
+        attns: layers x (H, L, L) self-attention weights of one example.
+        grads: the target's gradients w.r.t. them (passed only to methods that need them).
+        position: the output row(s) to read (see :func:`relevance_for`).
+        options: the method's own keyword arguments.
+    """
+    method = get_method(name)
+    if name == "flow" and isinstance(position, int):
+        options.setdefault("output", position)
+    R = method(attns, grads if method.needs_grads else None, **options)
+    if R.dim() == 1:  # flow at one output
+        return R
+    if name == "chefer":
+        R = R - torch.eye(R.shape[-1], dtype=R.dtype, device=R.device)
+    return relevance_for(R.double(), position)
+
+
 # ----------------------------------------------------------------------------- registry
 
 
@@ -359,6 +384,6 @@ register_method("attn_x_grad", needs_grads=True,
 
 __all__ = [
     "raw_attention", "rollout", "attention_flow", "grad_rollout", "grad_rollout_seq2seq", "attention_x_gradient",
-    "relevance_for", "fuse_heads", "residual_attention",
+    "relevance_for", "token_relevance", "fuse_heads", "residual_attention",
     "Method", "METHODS", "register_method", "get_method",
 ]

@@ -29,7 +29,7 @@ from ..io import write_json
 from .attribution import integrated_gradients, occlusion, random_relevance
 from .capture import Capture, capture
 from .explorer import write_explorer
-from .methods import METHODS, attention_x_gradient, fuse_heads, get_method, grad_rollout_seq2seq, relevance_for, rollout
+from .methods import METHODS, attention_x_gradient, fuse_heads, grad_rollout_seq2seq, rollout, token_relevance
 from .targets import Target, make_target
 
 INPUT_METHODS = ("ig", "occlusion", "random")
@@ -136,7 +136,7 @@ def _load_run(path: Path) -> Subject:
 class Example:
     """One text prepared for a model: forward arguments (batch of one), tokens, the target,
     the special positions (never removed, never ranked), the id that removes a token, the
-    IG baseline id and the embedding module IG attributes."""
+    IG baseline id and, for seq2seq, the output explained."""
 
     inputs: dict[str, Tensor]
     tokens: list[str]
@@ -295,24 +295,20 @@ def _explain(subject: Subject, ex: Example, methods: Sequence[str], *, ig_steps:
             with _source_embedding(subject) as emb:
                 r, delta = integrated_gradients(model, ex.inputs, fn, emb, ex.baseline_id, steps=ig_steps,
                                                 keep=ex.special, internal_batch_size=32)
-            info["ig"] = _ig_check(model, ex, r, delta)
+            info["ig"] = _ig_check(model, ex, r, delta, value)
         elif subject.kind == "seq2seq":
             r = _seq2seq_attention(m, cap, ex.target.position)
         else:
-            R = get_method(m)(cap.maps("self"), cap.grads("self"))
-            if m == "chefer":  # R = I + updates: the identity is each token's own residual, not evidence
-                R = R - torch.eye(R.shape[-1], dtype=R.dtype, device=R.device)
-            r = R if R.dim() == 1 else relevance_for(R.double(), ex.target.position)
+            r = token_relevance(m, cap.maps("self"), cap.grads("self"), ex.target.position)
         rel[m] = [float(x) for x in r.detach().double().cpu()]
     return Explanation(ex.tokens, ex.target.description, rel, cap, subject.kind, info)
 
 
-def _ig_check(model: nn.Module, ex: Example, attr: Tensor, delta: float) -> dict[str, float]:
-    """Completeness of IG: Σ attributions against f(x) − f(baseline)."""
+def _ig_check(model: nn.Module, ex: Example, attr: Tensor, delta: float, fx: float) -> dict[str, float]:
+    """Completeness of IG: Σ attributions against f(x) − f(baseline), f(x) already computed."""
     ids = ex.inputs["input_ids"]
     base = torch.where(ex.special[None], ids, torch.full_like(ids, ex.baseline_id))  # (1, L)
     with torch.no_grad():
-        fx = float(ex.target.fn(model(**ex.inputs)))
         fb = float(ex.target.fn(model(**{**ex.inputs, "input_ids": base})))
     return {"sum": float(attr.sum()), "f_x": fx, "f_baseline": fb, "delta": delta}
 

@@ -128,7 +128,7 @@ def create_app(model_dir_or_run_dir: str | Path, max_tokens: int | None = None) 
     def page() -> str:
         boxes = " ".join(
             f'<label><input type="checkbox" name="method" value="{m}"{" checked" if m in DEFAULT_METHODS else ""}>{m}</label>'
-            for m in (*METHODS, *INPUT_DESCRIPTIONS))
+            for m in ex.subject.known_methods())
         return render_page(None, form=FORM.format(boxes=boxes), title=f"attnlab explorer: {ex.name}")
 
     @app.get("/api/health", summary="Liveness")
@@ -137,12 +137,10 @@ def create_app(model_dir_or_run_dir: str | Path, max_tokens: int | None = None) 
 
     @app.get("/api/methods", response_model=list[MethodInfo], summary="Relevance methods")
     def methods() -> list[MethodInfo]:
-        from .pipeline import INPUT_METHODS
-
-        attention = [MethodInfo(name=m.name, needs_grads=m.needs_grads, description=m.description)
-                     for m in METHODS.values()]
-        return attention + [MethodInfo(name=n, needs_grads=n == "ig", description=INPUT_DESCRIPTIONS[n])
-                            for n in INPUT_METHODS]
+        """The methods that apply to this model (a seq2seq model has fewer)."""
+        return [MethodInfo(name=n, needs_grads=METHODS[n].needs_grads, description=METHODS[n].description)
+                if n in METHODS else MethodInfo(name=n, needs_grads=n == "ig", description=INPUT_DESCRIPTIONS[n])
+                for n in ex.subject.known_methods()]
 
     @app.post("/api/explain", response_model=ExplainResponse, summary="Attention maps and relevance of a text",
               responses={400: {"description": "unknown or unsuitable method"},

@@ -35,8 +35,8 @@ from ..data.dates import MONTHS, MONTHS_ABBR
 from ..models import SequenceClassificationHead, create
 from .attribution import integrated_gradients, occlusion, random_relevance
 from .capture import capture
-from .faithfulness import faithfulness_scores, faithfulness_table, masked_scorer, randomize_weights, spearman
-from .methods import METHODS, grad_rollout_seq2seq, relevance_for
+from .faithfulness import faithfulness_scores, faithfulness_table, masked_scorer, randomize_weights, rank_agreement
+from .methods import METHODS, grad_rollout_seq2seq, token_relevance
 
 CLASSIFIER_METHODS = ("raw", "rollout", "flow", "chefer", "attn_x_grad", "ig", "occlusion", "random")
 FLOW_MAX_LEN = 32  # attention flow runs one max-flow per token: only for short sequences
@@ -150,12 +150,10 @@ def classifier_relevance(model: MarkerClassifier, ids: Tensor, methods: Sequence
     maps, grads = cap.maps("self"), cap.grads("self")
     out: dict[str, Tensor] = {}
     for name in methods:
-        if name == "flow":
-            if L > FLOW_MAX_LEN:
-                continue
-            r = METHODS["flow"](maps, output=0)
-        elif name in METHODS:
-            r = relevance_for(METHODS[name](maps, grads if METHODS[name].needs_grads else None), 0)
+        if name == "flow" and L > FLOW_MAX_LEN:
+            continue
+        if name in METHODS:
+            r = token_relevance(name, maps, grads, 0)  # the [CLS] row
         elif name == "ig":
             keep = torch.zeros(L, dtype=torch.bool)
             keep[0] = True
@@ -238,8 +236,7 @@ def ground_truth_report(model: MarkerClassifier, examples: tuple[Tensor, Tensor,
             if i < sanity:
                 rr = classifier_relevance(random_model, x, [name], mask_id=task.MASK, ig_steps=ig_steps, seed=i,
                                           cls=pred)[name]
-                c = spearman(r[1:], rr[1:])
-                rho.setdefault(name, []).append(0.0 if c != c else c)  # NaN (a constant map) counts as 0
+                rho.setdefault(name, []).append(rank_agreement(r, rr, ~protected))
     mean = lambda v: sum(v) / len(v)
     faithfulness = {n: {m: mean(v) for m, v in d.items()} for n, d in faith.items()}
     table = faithfulness_table(faithfulness)

@@ -211,10 +211,14 @@ class Seq2SeqRecipe:
         return out
 
     def evaluate_split(self, model, data: Seq2SeqData, split: str, *, beam: int, length_penalty: float,
-                       dcfg: DecodeSection, limit: int | None = None) -> tuple[dict, list[str]]:
+                       dcfg: DecodeSection, limit: int | None = None, run_dir: Path | None = None) -> dict:
+        """Decode a split (its first ``limit`` pairs) and score it; with ``run_dir`` the outputs
+        are also written to ``predictions/<split>.hyp.txt``."""
         pairs = data.pairs[split][:limit] if limit else data.pairs[split]
         hyps = self.decode(model, data, [s for s, _ in pairs], beam=beam, length_penalty=length_penalty, dcfg=dcfg)
-        return self.score(hyps, [y for _, y in pairs]), hyps
+        if run_dir is not None:
+            write_text(run_dir / PREDICTIONS_DIR / f"{split}.hyp.txt", "".join(h + "\n" for h in hyps))
+        return self.score(hyps, [y for _, y in pairs])
 
     @torch.no_grad()
     def val_loss(self, model, data: Seq2SeqData, split: str, limit: int | None, max_tokens: int) -> float:
@@ -264,7 +268,7 @@ class Seq2SeqRecipe:
 
         def evaluate(m: nn.Module) -> dict:
             d = cfg.decode
-            metrics, _ = self.evaluate_split(m, data, "val", beam=1, length_penalty=1.0, dcfg=d, limit=d.val_limit)
+            metrics = self.evaluate_split(m, data, "val", beam=1, length_penalty=1.0, dcfg=d, limit=d.val_limit)
             metrics["loss"] = self.val_loss(m, data, "val", d.val_limit, tc.max_tokens)
             return metrics
 
@@ -289,11 +293,11 @@ class Seq2SeqRecipe:
             if split not in data.pairs:
                 continue
             t_dec = time.monotonic()
-            metrics, hyps = self.evaluate_split(model, data, split, beam=beam, length_penalty=d.length_penalty, dcfg=d)
+            metrics = self.evaluate_split(model, data, split, beam=beam, length_penalty=d.length_penalty, dcfg=d,
+                                          run_dir=run_dir)
             metrics["decode_time_s"] = round(time.monotonic() - t_dec, 1)
             metrics["beam"] = beam
             report[split] = metrics
-            write_text(run_dir / PREDICTIONS_DIR / f"{split}.hyp.txt", "".join(h + "\n" for h in hyps))
             log(f"{split} ({'greedy' if beam == 1 else f'beam {beam}'}): "
                 + "  ".join(f"{k} {v}" for k, v in metrics.items() if k not in ("beam",)))
         report["artifacts"] = self.after_train(cfg, run_dir, model, data, log)
@@ -358,9 +362,9 @@ class Seq2SeqRecipe:
         if split not in data.pairs:
             raise ValueError(f"split {split!r} not available (have {', '.join(data.pairs)})")
         d = cfg.decode
-        metrics, hyps = self.evaluate_split(model, data, split, beam=d.beam, length_penalty=d.length_penalty, dcfg=d)
+        metrics = self.evaluate_split(model, data, split, beam=d.beam, length_penalty=d.length_penalty, dcfg=d,
+                                      run_dir=run_dir)
         metrics["beam"] = d.beam
-        write_text(run_dir / PREDICTIONS_DIR / f"{split}.hyp.txt", "".join(h + "\n" for h in hyps))
         return metrics
 
     def predict(self, cfg, run_dir: Path, texts: list[str], beam: int | None, log) -> list[str]:

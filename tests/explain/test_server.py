@@ -164,4 +164,7 @@ def test_a_trainer_run_dir_is_served_too(tmp_path):
     assert all(len(v) == len(body["tokens"]) for v in body["relevances"].values())
     assert body["prediction"].startswith("output ")
     assert client.post("/api/explain", json={"text": "3 mar 21", "methods": ["flow"]}).status_code == 400
+    listed = [m["name"] for m in client.get("/api/methods").json()]  # only what applies to seq2seq
+    assert "flow" not in listed and {"rollout", "chefer", "ig"} <= set(listed)
+    assert 'value="flow"' not in client.get("/").text
     assert client.get("/api/health").json()["status"] == "ok"
