@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..io import atomic_path, write_text
 from .registry import ModelConfig, config_class
 
 ATTNLAB_MODEL_TYPE = "attnlab"
@@ -42,7 +43,8 @@ class PretrainedModel(nn.Module):
     config: ModelConfig
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed).
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed),
+        each atomically.
 
         Args:
             directory: target directory; existing files of the same names are overwritten.
@@ -52,8 +54,11 @@ class PretrainedModel(nn.Module):
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         meta = {"model_type": ATTNLAB_MODEL_TYPE, "family": self.config.family, "config": self.config.to_dict()}
-        (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        save_model(self, str(out / SAFETENSORS_FILE), metadata={"format": "pt", "attnlab_family": self.config.family})
+        # Each file atomically; the weights first, so a new directory gets config.json only once
+        # its weights are complete.
+        with atomic_path(out / SAFETENSORS_FILE) as tmp:
+            save_model(self, str(tmp), metadata={"format": "pt", "attnlab_family": self.config.family})
+        write_text(out / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
         return out
 
 
