@@ -1,7 +1,6 @@
 """The GPT-style decoder: registry preset, shapes, causality, padding, positions, tying, the
 cache, save/load, and that it learns a toy task."""
 
-import time
 
 import pytest
 import torch
@@ -123,7 +122,7 @@ def test_bad_inputs_raise():
 
 def test_learns_to_copy():
     """A sequence, a separator, the same sequence again: the loss on the copy falls by at least
-    half within a few seconds of CPU training."""
+    half within 150 steps (a step budget, not a time budget)."""
     torch.manual_seed(0)
     V, K = 16, 6
     model = create("decoder", vocab_size=V, d_model=64, num_layers=2, num_heads=4, ffn_dim=128, max_len=32).train()
@@ -142,11 +141,10 @@ def test_learns_to_copy():
         opt.step()
         return loss.item()
 
-    start = time.monotonic()
     first = sum(step() for _ in range(3)) / 3
     recent = [first] * 5
     for _ in range(150):
         recent = recent[1:] + [step()]
-        if sum(recent) / 5 < first / 2 or time.monotonic() - start > 20:
+        if sum(recent) / 5 < first / 2:
             break
     assert sum(recent) / 5 < first / 2, (first, recent)

@@ -30,6 +30,11 @@ def _cli(*args):
     return [sys.executable, "-m", "attnlab", *args]
 
 
+def _reproducible(metrics: dict) -> dict:
+    """A report section without its timing fields (``*_s``): those depend on the machine."""
+    return {k: v for k, v in metrics.items() if not k.endswith("_s")}
+
+
 def test_sigkill_then_resume_gives_identical_weights_and_metrics(tmp_path):
     args = ["train", "dates", *TINY, "train.max_steps=60", "train.eval_every=20", "train.save_every=5"]
     ref = subprocess.run(_cli(*args, "--out", str(tmp_path / "ref")), env=_env(), capture_output=True,
@@ -55,7 +60,8 @@ def test_sigkill_then_resume_gives_identical_weights_and_metrics(tmp_path):
     a, b = load_file(str(tmp_path / "ref" / "model" / "model.safetensors")), load_file(str(run / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
     ra, rb = (json.loads((d / "report.json").read_text()) for d in (tmp_path / "ref", run))
-    assert ra["test"]["exact_match"] == rb["test"]["exact_match"] and ra["val"] == rb["val"]
+    for split in ("val", "test"):
+        assert _reproducible(ra[split]) == _reproducible(rb[split]), split
     # the resumed log reads as one run: every step once, the same losses
     la = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "ref") if r["split"] == "train"]
     lb = [(r["step"], r["loss"]) for r in read_metrics(run) if r["split"] == "train"]
