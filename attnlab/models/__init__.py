@@ -11,6 +11,7 @@ from .registry import ConfigError, ModelConfig, config_class, create, get_config
 from .outputs import EncoderOutput, SequenceClassifierOutput
 from .checkpoint import CheckpointError, PretrainedModel, copy_weights, read_state_dict
 from .encoder import Encoder, EncoderConfig, Pooler
+from .classifier import ClassifierConfig, SequenceClassifier
 from .decoder import CausalLMOutput, Decoder, DecoderConfig
 from .vit import ViT, ViTConfig
 from .cnn_attention import CNNAttention, CNNAttentionConfig
@@ -32,7 +33,7 @@ __all__ = [
     "ModelConfig", "ConfigError", "register_model", "create", "get_config", "model_names", "config_class",
     "EncoderOutput", "SequenceClassifierOutput",
     "PretrainedModel", "CheckpointError", "read_state_dict", "copy_weights",
-    "Encoder", "EncoderConfig", "Pooler",
+    "Encoder", "EncoderConfig", "Pooler", "ClassifierConfig", "SequenceClassifier",
     "Decoder", "DecoderConfig", "CausalLMOutput", "GenerationMixin", "generate",
     "EncoderDecoder", "EncoderDecoderConfig",
     "ViT", "ViTConfig", "CNNAttention", "CNNAttentionConfig",

@@ -32,10 +32,14 @@ class SequenceClassifierOutput:
     Attributes:
         logits: (B, num_labels).
         loss: scalar cross-entropy, if labels were given.
+        hidden_states: the encoder's (embeddings, layer 1, ..., layer N), if requested.
+        attentions: the encoder's (B, H, L, L) self-attention weights per layer, if requested.
     """
 
     logits: Tensor
     loss: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
 
 
 @dataclass
