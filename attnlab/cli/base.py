@@ -128,10 +128,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from attnlab.config import ConfigError
     from attnlab.data.readers import DataError
     from attnlab.models.registry import ConfigError as ModelConfigError
-    from attnlab.train.checkpoint import CheckpointError
+    from attnlab.train.checkpoint import TrainCheckpointError
     from attnlab.train.rundir import RunDirError
 
-    return (ConfigError, ModelConfigError, DataError, CheckpointError, RunDirError, FileNotFoundError, ValueError)
+    return (ConfigError, ModelConfigError, DataError, TrainCheckpointError, RunDirError, FileNotFoundError, ValueError)
 
 
 def _guarded(debug: bool, fn: Callable):

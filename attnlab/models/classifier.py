@@ -37,6 +37,7 @@ class ClassifierConfig(EncoderConfig):
         num_labels: classes.
         pooling: "cls", "mean" or "pooler" (needs ``pooler=True``).
         head_dropout: dropout before the classifier (None: the encoder's ``dropout``).
+        label_names: the class names in label order (a checkpoint's ``id2label``), or None.
         (every other field: see :class:`EncoderConfig`.)
     """
 
@@ -45,6 +46,7 @@ class ClassifierConfig(EncoderConfig):
     num_labels: int = 2
     pooling: str = "cls"
     head_dropout: float | None = None
+    label_names: list[str] | None = None
 
     def build(self) -> "SequenceClassifier":
         return SequenceClassifier(self)
@@ -61,6 +63,9 @@ class ClassifierConfig(EncoderConfig):
             raise ConfigError(f"ClassifierConfig: pooling={self.pooling!r} is not one of {', '.join(POOLINGS)}")
         if self.pooling == "pooler" and not self.pooler:
             raise ConfigError("ClassifierConfig: pooling='pooler' needs pooler=True")
+        if self.label_names is not None and len(self.label_names) != self.num_labels:
+            raise ConfigError(f"ClassifierConfig: label_names has {len(self.label_names)} names "
+                              f"but num_labels={self.num_labels}")
 
     def encoder_config(self) -> EncoderConfig:
         """The encoder's part of this config."""

@@ -18,8 +18,12 @@ from pathlib import Path
 
 from torch import Tensor
 
-from .checkpoint import CheckpointError, copy_weights, read_state_dict
+from .checkpoint import (
+    CheckpointConfigError, CheckpointError, check_sizes, copy_weights, dim_of, layer_count, read_state_dict,
+    weights_file,
+)
 from .decoder import Decoder, DecoderConfig
+from .registry import ConfigError
 
 # HF activation_function -> attnlab activation
 ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
@@ -43,7 +47,7 @@ def config_from_hf(hf: dict, where: str = "config.json") -> DecoderConfig:
             f"{where}: activation_function={act!r} is not supported; supported: {', '.join(ACTIVATIONS)}"
         )
     d_model = hf.get("n_embd", 768)
-    return DecoderConfig(
+    config = DecoderConfig(
         vocab_size=hf.get("vocab_size", 50257), d_model=d_model, num_layers=hf.get("n_layer", 12),
         num_heads=hf.get("n_head", 12), ffn_dim=hf.get("n_inner") or 4 * d_model,
         max_len=hf.get("n_positions", 1024), position="learned", norm="layernorm", activation=ACTIVATIONS[act],
@@ -51,6 +55,11 @@ def config_from_hf(hf: dict, where: str = "config.json") -> DecoderConfig:
         eps=hf.get("layer_norm_epsilon", 1e-5), tie_embeddings=hf.get("tie_word_embeddings", True),
         init_std=hf.get("initializer_range", 0.02),
     )
+    try:
+        config.validate()
+    except ConfigError as e:
+        raise CheckpointConfigError(f"{where}: {e}") from None
+    return config
 
 
 def convert_weights(tensors: dict[str, Tensor], config: DecoderConfig, prefix: str = "") -> tuple[dict, dict]:
@@ -116,14 +125,23 @@ def load_hf_gpt2(directory: Path, hf_config: dict) -> Decoder:
         hf_config: the parsed ``config.json``.
     """
     directory = Path(directory)
-    where = str(directory)
+    cfg_file = directory / "config.json"
     archs = hf_config.get("architectures") or ["GPT2LMHeadModel"]
     if not any(a in ARCHITECTURES for a in archs):
-        raise CheckpointError(f"{where}: architectures {archs} not supported for model_type 'gpt2'; "
+        raise CheckpointError(f"{cfg_file}: architectures {archs} not supported for model_type 'gpt2'; "
                               f"supported: {', '.join(ARCHITECTURES)}")
-    config = config_from_hf(hf_config, where=f"{directory / 'config.json'}")
+    config = config_from_hf(hf_config, where=str(cfg_file))  # the config is refused before the weights are read
+    where = str(weights_file(directory))
     tensors = read_state_dict(directory)
     prefix = "transformer." if "transformer.wte.weight" in tensors else ""
+    inner = "n_inner" if hf_config.get("n_inner") else "n_inner (None: 4 * n_embd)"
+    check_sizes(cfg_file, [  # a config.json that disagrees with the weights, named by its field
+        ("n_embd", config.d_model, *dim_of(tensors, f"{prefix}wte.weight", 1)),  # (V, E)
+        ("vocab_size", config.vocab_size, *dim_of(tensors, f"{prefix}wte.weight", 0)),
+        ("n_layer", config.num_layers, *layer_count(tensors, f"{prefix}h.")),
+        (inner, config.ffn_dim, *dim_of(tensors, f"{prefix}h.0.mlp.c_fc.weight", 1)),  # Conv1D (E, F)
+        ("n_positions", config.max_len, *dim_of(tensors, f"{prefix}wpe.weight", 0)),  # (P, E)
+    ])
     model = Decoder(config)
     derived, sources = convert_weights(tensors, config, prefix)
     copy_weights(model, derived, sources, where)

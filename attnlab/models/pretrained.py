@@ -10,14 +10,16 @@ without one is matched by its ``architectures``. A new format is one entry:
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Callable
 
 from torch import nn
 
-from .checkpoint import ATTNLAB_MODEL_TYPE, CONFIG_FILE, WEIGHT_FILES, CheckpointError, load_attnlab
+from .checkpoint import (
+    ATTNLAB_MODEL_TYPE, CONFIG_FILE, CheckpointError, CheckpointNotADirectoryError, CheckpointNotFoundError,
+    load_attnlab, read_json,
+)
 from .hf_bert import ARCHITECTURES as BERT_ARCHITECTURES
 from .hf_bert import load_hf_bert
 from .hf_gpt2 import ARCHITECTURES as GPT2_ARCHITECTURES
@@ -64,14 +66,15 @@ def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) ->
     if path.is_dir():
         return path
     if path.exists():
-        raise NotADirectoryError(f"load_pretrained: {path} is a file; pass the checkpoint directory")
+        raise CheckpointNotADirectoryError(
+            f"load_pretrained: {path} is a file; pass the checkpoint directory that holds it ({path.parent})")
     name = str(name_or_path)
     if not _HUB_ID.match(name):
-        raise FileNotFoundError(f"load_pretrained: no directory {path}")
+        raise CheckpointNotFoundError(f"load_pretrained: no directory {path}")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"load_pretrained: {name!r} is not a local directory, and huggingface_hub is not installed "
             "to fetch it from the Hub (pip install huggingface_hub)"
         ) from None
@@ -79,7 +82,7 @@ def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) ->
         return Path(snapshot_download(repo_id=name, revision=revision, allow_patterns=HUB_PATTERNS))
     except Exception as e:  # noqa: BLE001 - network, auth and not-found errors all end here
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FileNotFoundError(
+        raise CheckpointNotFoundError(
             f"load_pretrained: {name!r} is not a local directory and could not be fetched from the Hub: {first}"
         ) from None
 
@@ -97,22 +100,18 @@ def load_pretrained(name_or_path: str | Path, *, revision: str | None = None) ->
         The model in eval mode.
 
     Raises:
-        FileNotFoundError: no such directory, no config.json or no weights (says which).
-        CheckpointError: unsupported model_type/architecture (lists the supported ones),
-            missing weights, or a weight of the wrong shape (names both and both shapes).
+        CheckpointError: every refusal, as one line naming the file: no such directory, no
+            config.json or no weights (:class:`CheckpointNotFoundError`, also a FileNotFoundError),
+            a file instead of a directory (also a NotADirectoryError), a config.json that is not
+            JSON or names an unsupported model_type/architecture (lists the supported ones), a
+            weights file that is empty, truncated or would run code, missing, unexpected or
+            misshapen weights. The config is checked before the weights are looked for.
     """
     directory = resolve_checkpoint(name_or_path, revision)
     cfg_path = directory / CONFIG_FILE
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"load_pretrained: {directory} has no {CONFIG_FILE}")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"load_pretrained: {cfg_path} is not valid JSON: {e}") from None
-    if not any((directory / f).is_file() for f in WEIGHT_FILES):
-        raise FileNotFoundError(
-            f"load_pretrained: {directory} has {CONFIG_FILE} but no weights; expected one of {', '.join(WEIGHT_FILES)}"
-        )
+        raise CheckpointNotFoundError(f"load_pretrained: {directory} has no {CONFIG_FILE}")
+    config = read_json(cfg_path)
     return LOADERS[_model_type(config, cfg_path)](directory, config)
 
 
@@ -130,7 +129,7 @@ def _model_type(config: dict, where: Path) -> str:
         if arch in ARCHITECTURE_TYPES and model_type is None:
             return ARCHITECTURE_TYPES[arch]
     what = f"model_type={model_type!r}" if model_type is not None else f"architectures={archs}"
-    raise CheckpointError(f"load_pretrained: {where}: unsupported {what}; supported: {supported()}")
+    raise CheckpointError(f"{where}: unsupported {what}; supported: {supported()}")
 
 
 __all__ = ["load_pretrained", "register_loader", "resolve_checkpoint", "LOADERS", "ARCHITECTURE_TYPES", "supported"]

@@ -39,7 +39,7 @@ _STEP_DIR = re.compile(r"^step-(\d{8,})$")
 _ALIASES_KEY = "attnlab.aliases"  # safetensors metadata: json {alias: stored name} for tied weights
 
 
-class CheckpointError(ValueError):
+class TrainCheckpointError(ValueError):
     """A training checkpoint that cannot be found or loaded."""
 
 
@@ -177,20 +177,20 @@ def load_checkpoint(run_dir_or_ckpt, *, model: nn.Module, optimizer=None, schedu
         first) when the newest could not be read and an older one was loaded instead.
 
     Raises:
-        CheckpointError: the path is neither a run nor a checkpoint, or no checkpoint is loadable.
+        TrainCheckpointError: the path is neither a run nor a checkpoint, or no checkpoint is loadable.
     """
     path = Path(run_dir_or_ckpt)
     if (path / DONE_FILE).is_file() or _STEP_DIR.match(path.name):
         if not (path / DONE_FILE).is_file():
-            raise CheckpointError(f"load_checkpoint: {path} is incomplete (no {DONE_FILE}); "
+            raise TrainCheckpointError(f"load_checkpoint: {path} is incomplete (no {DONE_FILE}); "
                                   "it was interrupted while being written")
         candidates, single = [path], True
     elif (path / CHECKPOINTS).is_dir():
         candidates, single = _complete_checkpoints(path / CHECKPOINTS)[::-1], False
         if not candidates:
-            raise CheckpointError(f"load_checkpoint: {path} has no complete checkpoint in {CHECKPOINTS}/")
+            raise TrainCheckpointError(f"load_checkpoint: {path} has no complete checkpoint in {CHECKPOINTS}/")
     else:
-        raise CheckpointError(
+        raise TrainCheckpointError(
             f"load_checkpoint: {path} is not a run directory (no {CHECKPOINTS}/) nor a checkpoint")
 
     bad: list[Path] = []
@@ -200,7 +200,7 @@ def load_checkpoint(run_dir_or_ckpt, *, model: nn.Module, optimizer=None, schedu
             state = torch.load(ckpt / TRAINER_FILE, map_location="cpu", weights_only=True)
         except Exception as e:  # any unreadable file means a corrupt checkpoint
             if single:
-                raise CheckpointError(f"load_checkpoint: {ckpt} is corrupt: {e}") from e
+                raise TrainCheckpointError(f"load_checkpoint: {ckpt} is corrupt: {e}") from e
             warnings.warn(f"load_checkpoint: {ckpt} is corrupt ({type(e).__name__}); "
                           "falling back to the previous checkpoint", stacklevel=2)
             bad.append(ckpt)
@@ -216,7 +216,7 @@ def load_checkpoint(run_dir_or_ckpt, *, model: nn.Module, optimizer=None, schedu
         if bad:
             out["fallback_from"] = bad
         return out
-    raise CheckpointError(f"load_checkpoint: no loadable checkpoint in {path / CHECKPOINTS}; "
+    raise TrainCheckpointError(f"load_checkpoint: no loadable checkpoint in {path / CHECKPOINTS}; "
                           f"corrupt: {', '.join(p.name for p in bad)}")
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from attnlab.train import (CheckpointError, average_checkpoints, latest_checkpoint, load_checkpoint,
+from attnlab.train import (TrainCheckpointError, average_checkpoints, latest_checkpoint, load_checkpoint,
                            save_best, save_checkpoint)
 
 
@@ -110,7 +110,7 @@ def test_crash_leftovers_are_ignored(tmp_path):
     (ckpts / "step-00000008").mkdir()
     assert latest_checkpoint(tmp_path) == ckpts / "step-00000001"
     assert load_checkpoint(tmp_path, model=model)["step"] == 1
-    with pytest.raises(CheckpointError, match="step-00000008 is incomplete"):
+    with pytest.raises(TrainCheckpointError, match="step-00000008 is incomplete"):
         load_checkpoint(ckpts / "step-00000008", model=model)
 
 
@@ -144,15 +144,15 @@ def test_all_corrupt_raises(tmp_path):
     for step in (1, 2):
         path = save_checkpoint(tmp_path, step, model=model)
         (path / "trainer.pt").write_bytes(b"\x00garbage")
-    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="no loadable checkpoint"):
+    with pytest.warns(UserWarning), pytest.raises(TrainCheckpointError, match="no loadable checkpoint"):
         load_checkpoint(tmp_path, model=model)
     # naming one corrupt checkpoint directly raises without fallback
-    with pytest.raises(CheckpointError, match="step-00000001 is corrupt"):
+    with pytest.raises(TrainCheckpointError, match="step-00000001 is corrupt"):
         load_checkpoint(path.parent / "step-00000001", model=model)
 
 
 def test_not_a_run_dir_is_a_clear_error(tmp_path):
-    with pytest.raises(CheckpointError, match=f"{tmp_path}.*not a run directory"):
+    with pytest.raises(TrainCheckpointError, match=f"{tmp_path}.*not a run directory"):
         load_checkpoint(tmp_path, model=Tied())
 
 
