@@ -13,8 +13,8 @@ threads, on the identical list of batches:
 
 A step is forward, loss, backward, ``clip_grad_norm_(1.0)``, ``AdamW.step`` and ``zero_grad``:
 
-* attnlab: ``model(src, tgt_in, attention_mask=src_mask, labels=labels, label_smoothing=ls).loss``
-  (the vocabulary projection runs on labelled positions only);
+* attnlab: the trainer's loss, ``TokenCrossEntropy(ls)(model, batch)`` divided by the labelled
+  tokens (the vocabulary projection runs on labelled positions only);
 * Hugging Face: ``MarianMTModel(input_ids, attention_mask, decoder_input_ids)`` (its default
   attention implementation, sdpa; no decoder mask, as ``Seq2SeqTrainer``), loss
   ``F.cross_entropy(logits, labels, ignore_index=-100, label_smoothing=ls)`` as its Trainer's label
@@ -241,8 +241,12 @@ def num_params(model: torch.nn.Module) -> int:
 
 
 def attnlab_loss(model, b: Batch, smoothing: float) -> tuple[torch.Tensor, int]:
-    out = model(b.src, b.tgt_in, attention_mask=b.src_mask, labels=b.labels, label_smoothing=smoothing)
-    return out.loss, int(out.num_tokens)
+    from ..train.losses import TokenCrossEntropy
+
+    loss = TokenCrossEntropy(smoothing)
+    batch = {"input_ids": b.src, "decoder_input_ids": b.tgt_in, "attention_mask": b.src_mask, "labels": b.labels}
+    n = loss.count(batch)
+    return loss(model, batch) / max(1, n), n
 
 
 def hf_loss(model, b: Batch, smoothing: float) -> tuple[torch.Tensor, int]:

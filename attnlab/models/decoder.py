@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from ..attention import LayerCaches, kernel_names
 from ..layers import Embeddings, TransformerBlock, activation_names, create_norm, norm_names
 from ..layers.blocks import layer_head_masks
+from .loss import token_loss
 from .checkpoint import PretrainedModel
 from .generation import GenerationMixin
 from .registry import ConfigError, ModelConfig
@@ -127,13 +128,18 @@ class CausalLMOutput:
             the LM head reads.
         hidden_states: (embeddings, layer 1, ..., layer N), each (B, L, d_model), the last one
             after the final norm, or None unless requested.
+        loss, loss_sum, num_tokens: the mean and summed next-token cross-entropy and the number
+            of labelled tokens, if labels were given (``logits`` is then None).
     """
 
-    logits: Tensor
+    logits: Tensor | None
     cache: LayerCaches | None = None
     attentions: tuple[Tensor, ...] | None = None
     last_hidden_state: Tensor | None = None
     hidden_states: tuple[Tensor, ...] | None = None
+    loss: Tensor | None = None
+    loss_sum: Tensor | None = None
+    num_tokens: Tensor | None = None
 
 
 class Decoder(GenerationMixin, PretrainedModel):
@@ -208,6 +214,8 @@ class Decoder(GenerationMixin, PretrainedModel):
         output_hidden_states: bool = False,
         position_ids: Tensor | None = None,
         head_mask: Tensor | None = None,
+        labels: Tensor | None = None,
+        return_logits: bool = True,
     ) -> CausalLMOutput:
         """Next-token logits for every position.
 
@@ -222,6 +230,12 @@ class Decoder(GenerationMixin, PretrainedModel):
                 continuing after the cache.
             head_mask: float (num_layers, H) or (H,) multiplying each head's output before the
                 output projection (Michel et al. 2019).
+            labels: (B, n) next-token targets aligned with the positions (already shifted),
+                ``IGNORE_INDEX`` (-100) where there is none: adds ``loss``, ``loss_sum`` and
+                ``num_tokens`` and leaves ``logits`` None (the projection runs on labelled
+                positions only). Plain cross-entropy; label smoothing lives in
+                :mod:`attnlab.train.losses`.
+            return_logits: project onto the vocabulary; False leaves ``logits`` None.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"Decoder: input_ids must be (B, n), got {tuple(input_ids.shape)}")
@@ -250,13 +264,17 @@ class Decoder(GenerationMixin, PretrainedModel):
         x = self.norm(x)  # (B, n, d_model)
         if hidden is not None:
             hidden[-1] = x
-        return CausalLMOutput(
-            logits=self.lm_head(x),  # (B, n, V)
+        out = CausalLMOutput(
+            logits=self.lm_head(x) if return_logits and labels is None else None,  # (B, n, V)
             cache=cache,
             attentions=None if maps is None else tuple(maps),
             last_hidden_state=x,
             hidden_states=None if hidden is None else tuple(hidden),
         )
+        if labels is not None:
+            out.loss_sum, out.num_tokens = token_loss(x, self.lm_head, labels)
+            out.loss = out.loss_sum / out.num_tokens.clamp(min=1)
+        return out
 
 
 def _padding(attention_mask: Tensor | None, B: int, past: int, n: int, device) -> tuple[Tensor | None, Tensor]:

@@ -322,7 +322,7 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         labels: Tensor | None = None,
-        label_smoothing: float = 0.0,
+        return_logits: bool = True,
         head_mask: Tensor | None = None,
         decoder_head_mask: Tensor | None = None,
         cross_attn_head_mask: Tensor | None = None,
@@ -340,7 +340,10 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
                 carries ``loss`` / ``loss_sum`` / ``num_tokens`` and no ``logits``, the projection
                 having run on labelled positions only. Right-padded targets need no
                 ``decoder_attention_mask``: under the causal mask no real position sees them.
-            label_smoothing: smoothing epsilon of the loss.
+                (Plain cross-entropy; training losses such as label smoothing live in
+                :mod:`attnlab.train.losses`.)
+            return_logits: project onto the vocabulary; False leaves ``logits`` None, for a
+                loss that projects only the positions it needs (``last_hidden_state`` + ``lm_head``).
             head_mask: float (num_encoder_layers, H) or (H,) scaling each encoder head's output
                 before the output projection (Michel et al. 2019; Hugging Face's names).
             decoder_head_mask: the same for the decoder's self-attention heads.
@@ -352,10 +355,10 @@ class EncoderDecoder(GenerationMixin, PretrainedModel):
         out = self.decode(
             decoder_input_ids, memory, _memory_mask(attention_mask), decoder_attention_mask,
             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-            return_logits=labels is None, head_mask=decoder_head_mask, cross_attn_head_mask=cross_attn_head_mask,
+            return_logits=return_logits and labels is None, head_mask=decoder_head_mask, cross_attn_head_mask=cross_attn_head_mask,
         )
         if labels is not None:
-            out.loss_sum, out.num_tokens = token_loss(out.last_hidden_state, self.lm_head, labels, label_smoothing)
+            out.loss_sum, out.num_tokens = token_loss(out.last_hidden_state, self.lm_head, labels)
             out.loss = out.loss_sum / out.num_tokens.clamp(min=1)
         out.encoder_last_hidden_state = memory  # (B, S, d)
         out.encoder_attentions, out.encoder_hidden_states = enc_maps, enc_hidden

@@ -183,8 +183,7 @@ class RNNSeq2Seq(PretrainedModel):
         return self.out(self.dropout(features)), res.weights, (state, feed)
 
     def forward(self, input_ids: Tensor, decoder_input_ids: Tensor, attention_mask: Tensor | None = None,
-                output_attentions: bool = False, labels: Tensor | None = None,
-                label_smoothing: float = 0.0) -> Seq2SeqRNNOutput:
+                output_attentions: bool = False, labels: Tensor | None = None) -> Seq2SeqRNNOutput:
         """Teacher-forced logits.
 
         Args:
@@ -192,8 +191,9 @@ class RNNSeq2Seq(PretrainedModel):
             decoder_input_ids: (B, T) target ids shifted right (starting with BOS).
             attention_mask: (B, S), 1 = real source token, 0 = padding.
             output_attentions: also return the (B, T, S) attention weights.
-            labels: (B, T) next-token targets, -100 at padding: adds ``loss``, ``loss_sum``, ``num_tokens``.
-            label_smoothing: smoothing epsilon of the loss.
+            labels: (B, T) next-token targets, -100 at padding: adds ``loss``, ``loss_sum``, ``num_tokens``
+                (plain cross-entropy; training losses such as label smoothing live in
+                :mod:`attnlab.train.losses`).
         """
         if input_ids.dim() != 2 or decoder_input_ids.dim() != 2:
             raise ValueError(f"RNNSeq2Seq: input_ids and decoder_input_ids must be (B, L), got "
@@ -209,7 +209,7 @@ class RNNSeq2Seq(PretrainedModel):
             attentions=(torch.stack(weights, 1),) if output_attentions else None,  # ((B, T, S),)
         )
         if labels is not None:
-            out.loss_sum, out.num_tokens = token_loss(out.logits, lambda x: x, labels, label_smoothing)
+            out.loss_sum, out.num_tokens = token_loss(out.logits, lambda x: x, labels)
             out.loss = out.loss_sum / out.num_tokens.clamp(min=1)
         return out
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["TokenBudgetBatcher", "collate_pad"]
+__all__ = ["TokenBudgetBatcher", "ExampleBatcher", "make_batcher", "collate_pad"]
 
 
 class TokenBudgetBatcher:
@@ -175,6 +175,55 @@ class TokenBudgetBatcher:
         mine = batches[self.rank :: ws]
         self._cache = (self.epoch, mine)
         return mine
+
+
+class ExampleBatcher(TokenBudgetBatcher):
+    """Fixed-size batches of ``batch_size`` examples (the last of an epoch may be smaller), with
+    the same resume, sharding and per-epoch shuffling as :class:`TokenBudgetBatcher`.
+
+    Args:
+        lengths: length of every example (used only with ``group_by_length``).
+        batch_size: examples per batch.
+        group_by_length: cut the batches from a length-sorted order (ties broken at random in
+            buckets of ``bucket_width``), so little compute goes to padding; False: from a random
+            permutation of the examples.
+        shuffle, seed, bucket_width, rank, world_size, drop_last: as :class:`TokenBudgetBatcher`.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, group_by_length: bool = True,
+                 shuffle: bool = True, seed: int = 0, bucket_width: int | None = None, rank: int = 0,
+                 world_size: int = 1, drop_last: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.group_by_length = group_by_length
+        super().__init__(lengths, max_tokens=1 << 62, shuffle=shuffle, seed=seed, bucket_width=bucket_width,
+                         rank=rank, world_size=world_size, drop_last=drop_last, max_batch_size=batch_size)
+
+    def _sorted_indices(self, rng: random.Random) -> list[int]:
+        if self.group_by_length:
+            return super()._sorted_indices(rng)
+        order = list(range(len(self.lengths)))
+        if self.shuffle:
+            rng.shuffle(order)
+        return order
+
+
+def make_batcher(cfg, lengths: Sequence[int], *, rank: int = 0, world_size: int = 1,
+                 bucket_width: int = 2) -> TokenBudgetBatcher:
+    """The training batcher a ``train:`` config asks for: ``batch_size`` examples per batch when
+    it is set, else batches under the ``max_tokens`` budget.
+
+    Args:
+        cfg: a :class:`~attnlab.train.config.TrainConfig`.
+        lengths: every training example's length in tokens.
+        rank, world_size: this process's place in the process group.
+        bucket_width: length buckets whose ties are broken at random per epoch.
+    """
+    if cfg.batch_size is not None:
+        return ExampleBatcher(lengths, cfg.batch_size, group_by_length=cfg.group_by_length, seed=cfg.seed,
+                              bucket_width=bucket_width, rank=rank, world_size=world_size)
+    return TokenBudgetBatcher(lengths, cfg.max_tokens, seed=cfg.seed, bucket_width=bucket_width, rank=rank,
+                              world_size=world_size, allow_oversize=True)
 
 
 def collate_pad(

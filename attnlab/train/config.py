@@ -60,6 +60,10 @@ class TrainConfig(Config):
     Args:
         seed: seeds python, numpy and torch; with it a run is reproducible.
         max_tokens: token budget of one batch (padded size, per process).
+        batch_size: examples per batch (per process) instead of a token budget (null: use
+            ``max_tokens``).
+        group_by_length: with ``batch_size``, cut batches from a length-sorted order (less
+            padding; the batch order is still shuffled), else from a random permutation.
         accum_steps: batches accumulated into one optimizer step.
         max_steps: stop after this many optimizer steps.
         max_epochs: stop after this many passes over the training data.
@@ -87,6 +91,8 @@ class TrainConfig(Config):
 
     seed: int = 0
     max_tokens: int = Field(4096, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    group_by_length: bool = True
     accum_steps: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
     max_epochs: int | None = Field(None, ge=1)

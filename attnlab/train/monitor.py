@@ -139,15 +139,17 @@ class Monitor(NullMonitor):
         self._file.flush()
 
     def log_train(self, step: int, record: dict) -> None:
-        """A training record: loss, lr, grad_norm, tokens_per_s, epoch, elapsed."""
+        """A training record: loss, lr, grad_norm, ``<unit>_per_s`` (tokens_per_s,
+        examples_per_s, ...), epoch, elapsed."""
         self._write({"step": step, "split": "train", **record})
-        for key in ("loss", "lr", "grad_norm", "tokens_per_s"):
+        rate = next((k for k in record if k.endswith("_per_s")), None)
+        for key in ("loss", "lr", "grad_norm", rate):
             if key in record and self._tb is not None:
                 self._tb.add_scalar(f"train/{key}", record[key], step)
         if self._wandb is not None:
             self._wandb.log({f"train/{k}": v for k, v in record.items()}, step=step)
-        info = (f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
-                f"{record['tokens_per_s']:,.0f} tok/s")
+        short = {"tokens_per_s": "tok/s", "examples_per_s": "ex/s"}.get(rate, (rate or "").replace("_per_s", "/s"))
+        info = f"loss {record['loss']:.4f}  lr {record['lr']:.2e}" + (f"  {record[rate]:,.0f} {short}" if rate else "")
         if self._progress is not None:
             self._progress.update(self._task, completed=step, info=f"{info}  {self._last_eval}")
         else:

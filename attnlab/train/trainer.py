@@ -1,14 +1,18 @@
 """The training loop every recipe hands off to. It knows nothing of the model or the task.
 
 The contract: ``collate(indices)`` turns a batch of example indices into keyword arguments of
-the model, including ``labels`` (``IGNORE_INDEX`` where there is no target), and
-``model(**batch, label_smoothing=...)`` returns an object with ``loss_sum`` (the summed loss)
-and ``num_tokens`` (the labelled tokens). Every optimizer step normalises by the labelled
-tokens of the whole step (all accumulated batches on all processes), so the gradient is the
-same whether a step's batches run on one process or several::
+the model plus ``labels``, and the task's ``loss`` (:mod:`attnlab.train.losses`) gives the
+batch's SUMMED loss and what it is normalised by (``loss.count(batch)``: labelled tokens,
+examples or values). Every optimizer step normalises by the count of the whole step (all
+accumulated batches on all processes), so the gradient is the same whether a step's batches run
+on one process or several::
 
-    trainer = Trainer(cfg.train, model, batcher, collate, run_dir, evaluate=evaluate)
+    trainer = Trainer(cfg.train, model, batcher, collate, run_dir, loss=ClassCrossEntropy(),
+                      evaluate=evaluate)
     result = trainer.fit()              # resumes from run_dir's newest checkpoint if any
+
+``callbacks`` are called as ``callback(model, step)`` after every optimizer step (AdaLoRA's
+rank budget update is one).
 
 Stops at ``max_steps``, ``max_epochs``, ``max_time``, on early stopping, or on Ctrl-C (which
 saves a checkpoint first and raises :class:`TrainingInterrupted`).
@@ -29,10 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.loss import IGNORE_INDEX
 from .batching import TokenBudgetBatcher
 from .checkpoint import latest_checkpoint, load_checkpoint, save_best, save_checkpoint
 from .config import TrainConfig
+from .losses import Loss, TokenCrossEntropy
 from .distributed import DistInfo, all_reduce_sum, broadcast_object
 from .monitor import Monitor, NullMonitor
 from .optim import build_optimizer, build_scheduler
@@ -105,19 +109,22 @@ class Trainer:
         collate: maps a list of example indices to the model's keyword arguments (tensors on the
             model's device), with ``labels``.
         run_dir: where checkpoints, metrics and TensorBoard files go.
+        loss: the task's loss (default: token cross-entropy with ``cfg.label_smoothing``).
         evaluate: ``evaluate(model) -> {metric: value}`` on the validation set, run by rank 0
             with the unwrapped model in eval mode; must include ``cfg.metric``.
         dist: this process's place in the process group.
         config_dict: the resolved config, for W&B.
-        log: where the main process prints messages (default: the monitor's stream).
+        callbacks: ``callback(model, step)`` after every optimizer step.
     """
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, batcher: TokenBudgetBatcher,
-                 collate: Callable[[list[int]], dict], run_dir, *,
+                 collate: Callable[[list[int]], dict], run_dir, *, loss: Loss | None = None,
                  evaluate: Callable[[nn.Module], dict] | None = None, dist: DistInfo | None = None,
-                 config_dict: dict | None = None):
+                 config_dict: dict | None = None, callbacks: tuple = ()):
         self.cfg = cfg
         self.model = model
+        self.loss = loss or TokenCrossEntropy(cfg.label_smoothing)
+        self.callbacks = tuple(callbacks)
         self.batcher = batcher
         self.collate = collate
         self.run_dir = Path(run_dir)
@@ -245,8 +252,8 @@ class Trainer:
         net = self.ddp or self.model
         net.train()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        # Loss and tokens since the last log line; this rank's loss is summed over ranks only
-        # when a line is logged (every rank logs at the same steps).
+        # Loss and count (tokens, examples...) since the last log line; this rank's loss is summed
+        # over ranks only when a line is logged (every rank logs at the same steps).
         window_tokens, window_t0 = 0, time.monotonic()
         window_loss = torch.zeros((), dtype=torch.float64)
         while True:
@@ -258,8 +265,8 @@ class Trainer:
                 if indices is None:
                     break
                 batches.append(self.collate(indices))
-            # One all-reduce per step: labelled tokens, whether any rank ran dry, and Ctrl-C.
-            local = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in batches)
+            # One all-reduce per step: the loss's count, whether any rank ran dry, and Ctrl-C.
+            local = sum(self.loss.count(b) for b in batches)
             flags = torch.tensor([local, int(not batches), int(self._stop_requested)], dtype=torch.float64)
             all_reduce_sum(flags)
             total_tokens, dry, interrupted = int(flags[0]), bool(flags[1]), bool(flags[2])
@@ -270,18 +277,20 @@ class Trainer:
                 sync = self.ddp is None or i == len(batches) - 1
                 ctx = contextlib.nullcontext() if sync else self.ddp.no_sync()
                 with ctx, self._autocast():
-                    out = net(**batch, label_smoothing=cfg.label_smoothing)
+                    loss_sum = self.loss(net, batch)
                     # DDP averages gradients over ranks: scale so the result is the mean over
-                    # the step's labelled tokens on all ranks.
-                    loss = out.loss_sum * (self.dist.world_size / max(1, total_tokens))
+                    # the step's count on all ranks.
+                    loss = loss_sum * (self.dist.world_size / max(1, total_tokens))
                 loss.backward()
-                window_loss += out.loss_sum.detach().double().cpu()
+                window_loss += loss_sum.detach().double().cpu()
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip else float("inf"))
             lr = self.optimizer.param_groups[0]["lr"]
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             st.step += 1
+            for callback in self.callbacks:
+                callback(self.model, st.step)
             st.tokens += total_tokens
             window_tokens += total_tokens
             st.elapsed += time.monotonic() - t_step
@@ -289,7 +298,8 @@ class Trainer:
                 now = time.monotonic()
                 self.monitor.log_train(st.step, {
                     "loss": float(all_reduce_sum(window_loss)) / max(1, window_tokens), "lr": lr,
-                    "grad_norm": float(grad_norm), "tokens_per_s": window_tokens / max(1e-9, now - window_t0),
+                    "grad_norm": float(grad_norm),
+                    f"{self.loss.unit}_per_s": window_tokens / max(1e-9, now - window_t0),
                     "epoch": round(self._epochs_done(), 3), "elapsed": round(st.elapsed, 1),
                 })
                 window_tokens, window_t0 = 0, now
