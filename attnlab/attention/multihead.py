@@ -18,6 +18,13 @@ module keeps ``embed_dim`` but its inner width ``num_heads * head_dim`` shrinks.
 Grouped-query attention (Ainslie et al. 2023) shares each of ``num_kv_heads`` key/value heads
 between ``num_heads / num_kv_heads`` query heads; k and v go to the kernel with their own head
 count, never repeated here.
+
+Prefix tuning (Li & Liang 2021) plugs in through ``kv_prefix``: an optional submodule called as
+``kv_prefix(B) -> (keys, values)``, each (B, Hkv, P, D), that are put before the real keys and
+values on every call (after positions are applied and after the cache, which holds only real
+keys). The P prefix columns are always visible and unbiased: masks grow by P True columns, and
+mask_mods, score_mods and position biases see the real keys' indices. Returned weights stay
+(B, H, Lq, Lk) over the real keys, so with a prefix their rows sum to less than 1.
 """
 
 from __future__ import annotations
@@ -43,7 +50,8 @@ class AttentionOutput:
 
     Attributes:
         out: (B, Lq, E) output, after the output projection.
-        weights: (B, H, Lq, Lk) attention weights (before dropout), or None if not requested.
+        weights: (B, H, Lq, Lk) attention weights (before dropout), or None if not requested;
+            over the real keys only (with a ``kv_prefix`` the rows sum to less than 1).
         kernel: the kernel that ran ("math" for non-dot scores and non-softmax normalisers).
         cache: the :class:`KVCache` passed in (updated in place), or None.
     """
@@ -125,6 +133,7 @@ class MultiHeadAttention(nn.Module):
             self.normalizer = None if plain_softmax else create_normalizer(normalizer, **(normalizer_kwargs or {}))
         self.uses_attend = self.score.dot_product and self.normalizer is None
         self.position = _build_position(position, position_kwargs, D, H)
+        self.kv_prefix: nn.Module | None = None  # prefix tuning's hook (see the module docstring)
 
     # ------------------------------------------------------------------ forward
 
@@ -201,6 +210,13 @@ class MultiHeadAttention(nn.Module):
         if pos_enc is not None and "bias" in pos_enc.hooks:
             score_mod = _compose(pos_enc.score_mod(q_offset=past), score_mod)
         dropout_p = self.dropout if self.training else 0.0
+        P = 0
+        if self.kv_prefix is not None:
+            pk, pv = self.kv_prefix(B)  # (B, Hkv, P, D) each
+            P = pk.shape[2]
+        if P:
+            k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)  # (B, Hkv, P + Lk, D)
+            mask, bias, mask_mod, score_mod = _prefix_visible(P, Lk, mask, bias, mask_mod, score_mod)
 
         if self.uses_attend:
             q2, k2, scale = self.score.prepare(q, k)
@@ -221,6 +237,8 @@ class MultiHeadAttention(nn.Module):
                 score_mod=score_mod, mask_mod=mask_mod, dropout_p=dropout_p,
             )
             weights, ran = (weights if return_weights else None), "math"
+        if P and weights is not None:
+            weights = weights[..., P:]  # (B, H, Lq, Lk): the real keys only
 
         if head_mask is not None:
             o = o * self._head_mask(head_mask, B).to(dtype=o.dtype, device=o.device)  # (B, H, Lq, D)
@@ -254,7 +272,7 @@ class MultiHeadAttention(nn.Module):
 
         Raises:
             ValueError: grouped-query attention (shared k/v heads), a score with per-head
-                parameters, a position bias (ALiBi, relative) or removing every head.
+                parameters, a position bias (ALiBi, relative), a ``kv_prefix`` or removing every head.
         """
         kept = self.kept_heads()
         drop = sorted({int(h) for h in heads} - set(self.pruned_heads))
@@ -277,6 +295,9 @@ class MultiHeadAttention(nn.Module):
                 f"(score={self.score.name!r}, position={getattr(self.position, 'name', None)!r}); "
                 "pruning it is not supported (use a head mask)"
             )
+        if self.kv_prefix is not None:
+            raise ValueError("MultiHeadAttention.prune_heads: the kv_prefix (prefix tuning) holds per-head "
+                             "keys and values; prune the heads before adding it")
         keep = [i for i, h in enumerate(kept) if h not in drop]  # current indices
         if not keep:
             raise ValueError("MultiHeadAttention.prune_heads: cannot remove every head")
@@ -412,6 +433,25 @@ def _build_position(position, kwargs, head_dim: int, num_heads: int) -> Position
             f"{sorted(enc.hooks)} hook(s); add it to the token embeddings, not to attention"
         )
     return enc
+
+
+def _prefix_visible(P: int, Lk: int, mask, bias, mask_mod, score_mod):
+    """Masks and biases over Lk real keys, extended to P prefix columns in front that every
+    query may attend, with no bias; the mods keep seeing real-key indices (kv_idx - P)."""
+    if mask is not None:
+        mask = mask.expand(*mask.shape[:-1], Lk)
+        mask = torch.cat([mask.new_ones(*mask.shape[:-1], P), mask], dim=-1)  # (..., P + Lk)
+    if bias is not None:
+        bias = torch.nn.functional.pad(bias.expand(*bias.shape[:-1], Lk), (P, 0))  # (..., P + Lk)
+    real_mask, real_score = mask_mod, score_mod
+
+    def prefix_mask(b, h, q_idx, kv_idx):
+        return (kv_idx < P) | real_mask(b, h, q_idx, (kv_idx - P).clamp(min=0))
+
+    def prefix_score(score, b, h, q_idx, kv_idx):
+        return torch.where(kv_idx < P, score, real_score(score, b, h, q_idx, (kv_idx - P).clamp(min=0)))
+
+    return mask, bias, None if mask_mod is None else prefix_mask, None if score_mod is None else prefix_score
 
 
 def _compose(first: M.ScoreMod, second: M.ScoreMod | None) -> M.ScoreMod:
