@@ -55,15 +55,20 @@ def eval_cmd(
     run_dir: Path = typer.Argument(..., help="a run directory made by `attnlab train`"),
     overrides: list[str] = typer.Argument(None, metavar="[KEY=VALUE]..."),
     split: str = "test",
+    data: Path | None = None,
     debug: bool = False,
 ) -> None:
-    """Evaluate a trained run on a split (beam search per its config; override with decode.beam=N).
+    """Evaluate a trained run on a split, or on a labelled file in the recipe's format.
 
-    Writes predictions/<split>.hyp.txt and eval-<split>.json in the run directory.
+    Prints the metrics as one JSON object on stdout (progress goes to stderr) and writes
+    eval-<split>.json (and, for seq2seq, predictions/<split>.hyp.txt) in the run directory.
+    Seq2seq runs decode with beam search per their config (override with decode.beam=N).
 
     Args:
         overrides: KEY=VALUE overrides of the run's config, e.g. decode.beam=5.
         split: val or test.
+        data: a labelled file in the recipe's own format (e.g. TSV text<TAB>label for sst2,
+            CSV for banking77, CLINC's JSON with test/oos_test); overrides --split.
         debug: show tracebacks instead of one-line errors.
     """
     import json
@@ -71,7 +76,8 @@ def eval_cmd(
     from attnlab.recipes.run import eval_run
 
     _, extra = _split_overrides(["-"] + list(overrides or []))
-    metrics = _guarded(debug, lambda: eval_run(run_dir, split, extra, log=lambda m: typer.echo(m, err=True)))
+    metrics = _guarded(debug, lambda: eval_run(run_dir, None if data else split, extra,
+                                               log=lambda m: typer.echo(m, err=True), data_file=data))
     typer.echo(json.dumps(metrics))
 
 
@@ -82,6 +88,7 @@ def predict(
     input: Path | None = None,
     output: Path | None = None,
     beam: int | None = None,
+    probs: bool = False,
     debug: bool = False,
 ) -> None:
     """Run a trained model on texts: one output line per input, in order.
@@ -92,7 +99,8 @@ def predict(
         texts: the inputs (or use --input).
         input: a file with one input per line (plain or .gz).
         output: write the outputs here (atomically) instead of printing them.
-        beam: beam size (default: the run's decode.beam).
+        beam: beam size of a seq2seq run (default: the run's decode.beam).
+        probs: classifiers: add the predicted label's probability after a tab.
         debug: show tracebacks instead of one-line errors.
     """
     from attnlab.data.readers import read_lines
@@ -106,7 +114,10 @@ def predict(
         fail("nothing to predict: give TEXT arguments or --input FILE")
     if beam is not None and beam < 1:
         fail(f"--beam: must be at least 1, got {beam}")
-    outs = _guarded(debug, lambda: predict_run(run_dir, items, beam, log=lambda m: typer.echo(m, err=True)))
+    options = {"beam": beam} if beam is not None else {}
+    if probs:
+        options["probs"] = True
+    outs = _guarded(debug, lambda: predict_run(run_dir, items, log=lambda m: typer.echo(m, err=True), **options))
     if output is not None:
         write_text(output, "".join(o + "\n" for o in outs))
         typer.echo(f"wrote {len(outs)} lines to {output}", err=True)

@@ -22,6 +22,9 @@ import torch
 from torch import Tensor
 
 from ..io import atomic_path, write_text
+from ..plotting import pyplot as _pyplot
+from ..plotting import save_figure
+from ..recipes.alignment import plot_alignment
 
 __all__ = [
     "plot_head_grid", "plot_rollout", "plot_saliency", "saliency_colors", "saliency_html",
@@ -41,23 +44,8 @@ _SALIENCY_W = 10.0  # figure width of plot_saliency, inches
 # ----------------------------------------------------------------------------- helpers
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path, dpi: int = DPI) -> Path:
-    plt = _pyplot()
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, format="png")
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi)
 
 
 def _array(x, what: str) -> np.ndarray:
@@ -155,36 +143,6 @@ def plot_rollout(matrix, tokens: Sequence[str] | None, path, title: str = "Atten
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def plot_alignment(panels: list[tuple[Tensor, list[str], list[str]]], path, title: str = "") -> Path:
-    """Draw one heatmap per example (rows: output tokens, columns: source tokens), written atomically.
-
-    Args:
-        panels: ``(weights (T, S), source tokens (S), output tokens (T))`` per example.
-        path: the PNG to write.
-        title: the figure title.
-    """
-    plt = _pyplot()
-    n = len(panels)
-    cols = min(2, n)
-    rows = (n + cols - 1) // cols
-    widths = [max(len(p[1]) for p in panels) * 0.28 + 1.5]
-    fig, axes = plt.subplots(rows, cols, figsize=(widths[0] * cols, 4.2 * rows), squeeze=False)
-    for ax, (w, src, tgt) in zip(axes.flat, panels):
-        ax.imshow(w.numpy(), cmap="viridis", aspect="auto", vmin=0, vmax=max(1e-6, float(w.max())))
-        ax.set_xticks(range(len(src)), [repr(c)[1:-1] if c.strip() else "␣" for c in src], fontsize=8,
-                      rotation=90 if max(len(c) for c in src) > 2 else 0)
-        ax.set_yticks(range(len(tgt)), tgt, fontsize=8)
-        ax.set_xlabel("source")
-        ax.set_ylabel("output")
-        ax.set_title("".join(c for c in src if c != "</s>"), fontsize=9)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    if title:
-        fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -43,7 +43,8 @@ SPECIAL = {"[CLS]", "[SEP]", "[PAD]", "<s>", "</s>", "<pad>", "<eos>", "<bos>", 
 class Subject:
     """A model to explain. ``kind``: "encoder", "classifier" or "seq2seq"; ``data`` holds a
     seq2seq run's tokenizers (``src_tok``, ``tgt_tok``), ``recipe``/``cfg`` its recipe and config;
-    ``rnn`` marks an RNN seq2seq model (attention over encoder states, one map per output step)."""
+    ``rnn`` marks an RNN seq2seq model (attention over encoder states, one map per output step);
+    ``labels`` a classifier's class names (index = class id), when known."""
 
     model: nn.Module
     tokenizer: Any
@@ -54,6 +55,7 @@ class Subject:
     cfg: Any = None
     notes: list[str] = field(default_factory=list)
     rnn: bool = False
+    labels: list[str] | None = None
 
     def known_methods(self) -> tuple[str, ...]:
         """The method names that apply to this model."""
@@ -92,7 +94,7 @@ class Explanation:
 
 def load_subject(model_or_run_dir: str | Path) -> Subject:
     """A checkpoint directory (Hugging Face BERT format or attnlab's, with its tokenizer) or a
-    trainer run directory (``config.yaml``: a seq2seq recipe's model and tokenizers)."""
+    trainer run directory of any recipe (``config.yaml``; its task says what the model is)."""
     path = Path(model_or_run_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such model or run directory")
@@ -117,16 +119,15 @@ def load_subject(model_or_run_dir: str | Path) -> Subject:
 
 
 def _load_run(path: Path) -> Subject:
+    """A run of any recipe, through what its task says (:meth:`Recipe.explain_info`)."""
     from ..models.rnn_attention import RNNSeq2Seq
     from ..recipes import load_run_config
-    from ..recipes.seq2seq import Seq2SeqRecipe
 
     recipe, cfg = load_run_config(path)
-    if not isinstance(recipe, Seq2SeqRecipe):
-        raise ValueError(f"{path}: a {recipe.name!r} run; explain handles seq2seq runs and checkpoint directories")
-    model, data = recipe.load_run(cfg, path, log=lambda m: None)
-    return Subject(model.eval(), data.src_tok, "seq2seq", path.name, data, recipe, cfg,
-                   rnn=isinstance(model, RNNSeq2Seq))
+    info = recipe.explain_info(cfg, path)
+    model = info["model"].eval()
+    return Subject(model, info["tokenizer"], info["kind"], path.name, info.get("data"), recipe, cfg,
+                   rnn=isinstance(model, RNNSeq2Seq), labels=info.get("labels"))
 
 
 # ----------------------------------------------------------------------------- one example
@@ -326,8 +327,8 @@ def _seq2seq_attention(name: str, cap: Capture, position: int | str = "mean") ->
 
     if name == "raw":
         return row(cross[-1].mean(0))
-    if name == "attn_x_grad":
-        return row(attention_x_gradient(cross, cap.grads("cross")))
+    if name == "attn_x_grad":  # the registry's own defaults (the positive part), as on the encoder path
+        return row(METHODS[name](cross, cap.grads("cross")))
     if name == "rollout":
         C = torch.stack([fuse_heads(c) for c in cross]).mean(0)  # (T, S)
         return row(C.double() @ rollout(enc).double())

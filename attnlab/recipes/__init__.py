@@ -4,7 +4,7 @@
     report = recipe.train(cfg, run_dir, resume=False, dist=DistInfo(), log=print)
 """
 
-from . import dates, translation  # noqa: F401  (registers the recipes)
+from . import classification, dates, translation  # noqa: F401  (registers the recipes)
 from .registry import get_recipe, load_run_config, preset_names, recipe_names, register_recipe, resolve_config
 
 __all__ = ["get_recipe", "load_run_config", "preset_names", "recipe_names", "register_recipe", "resolve_config"]

@@ -67,20 +67,23 @@ def train_run(recipe_or_yaml: str | None, overrides: list[str], *, out: Path | N
     return run_dir, report
 
 
-def eval_run(run_dir: Path, split: str, overrides: list[str], log: Callable[[str], None] = print) -> dict:
-    """Decode a split with a trained run's final model; writes ``predictions/`` and ``eval-<split>.json``."""
+def eval_run(run_dir: Path, split: str | None, overrides: list[str], log: Callable[[str], None] = print,
+             data_file: Path | None = None) -> dict:
+    """Score a trained run's final model on one of its splits, or on a labelled file in the
+    recipe's own format (``data_file``); writes ``eval-<split>.json`` (``eval-<file name>.json``)."""
     run_dir = check_run_dir(run_dir)
     recipe, cfg = load_run_config(run_dir, overrides)
-    metrics = recipe.evaluate(cfg, run_dir, split, log)
-    write_json(run_dir / f"eval-{split}.json", metrics)
+    metrics = recipe.evaluate(cfg, run_dir, split, log, data_file=data_file)
+    name = split if data_file is None else Path(data_file).name
+    write_json(run_dir / f"eval-{name}.json", metrics)
     return metrics
 
 
-def predict_run(run_dir: Path, texts: list[str], beam: int | None, overrides: list[str] = (),
-                log: Callable[[str], None] = print) -> list[str]:
-    """One output per input text, in order."""
+def predict_run(run_dir: Path, texts: list[str], overrides: list[str] = (), log: Callable[[str], None] = print,
+                **options) -> list[str]:
+    """One output per input text, in order; ``options`` go to the recipe (``beam``, ``probs``)."""
     run_dir = check_run_dir(run_dir)
     recipe, cfg = load_run_config(run_dir, list(overrides))
-    return recipe.predict(cfg, run_dir, texts, beam, log)
+    return recipe.predict(cfg, run_dir, texts, log, **options)
 
 

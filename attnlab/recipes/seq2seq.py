@@ -1,16 +1,15 @@
-"""Sequence-to-sequence recipes (dates, translation): data to tokens to a trained model.
+"""The sequence-to-sequence task (recipes dates, translation): text pairs to a trained model.
 
-A recipe subclasses :class:`Seq2SeqRecipe` and supplies three things: ``load_pairs`` (the
-``(source, target)`` texts of each split), ``score`` (its metrics of decoded outputs) and
-optionally ``after_train`` (figures). Everything else is shared: tokenizers trained on the
-training split, the model, batching, the :class:`~attnlab.train.Trainer`, decoding (greedy for
-validation, beam search for the final test), and the files of the run directory.
+A recipe subclasses :class:`Seq2SeqRecipe` and supplies ``load_pairs`` (the ``(source,
+target)`` texts of each split), ``score`` (its metrics of decoded outputs) and optionally
+``after_train`` (figures). The task supplies the rest on top of :class:`~attnlab.recipes.base.Recipe`:
+tokenizers trained on the training split, the model, token-budget batches, the token
+cross-entropy, and decoding (greedy for validation, beam search for the final test).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,11 +18,12 @@ from torch import nn
 
 from ..data import load_tokenizer
 from ..data.subword import BOS_ID, EOS_ID, PAD_ID, save_tokenizer, train_bpe, train_chars
+from ..io import write_text
 from ..models.loss import IGNORE_INDEX
 from ..train import TokenBudgetBatcher, collate_pad
-from ..train.checkpoint import CHECKPOINTS, MODEL_FILE, _complete_checkpoints, _read_model_file, average_checkpoints
-from ..io import write_json, write_text
-from ..train.rundir import MODEL_DIR, PREDICTIONS_DIR, REPORT_FILE, TOKENIZER_DIR
+from ..train.losses import TokenCrossEntropy
+from ..train.rundir import PREDICTIONS_DIR, TOKENIZER_DIR
+from .base import Recipe
 from .seq2seq_config import DecodeSection, Seq2SeqConfig
 
 __all__ = ["Seq2SeqRecipe", "Seq2SeqData", "encode_source", "encode_target"]
@@ -44,6 +44,14 @@ class Seq2SeqData:
     @property
     def joint(self) -> bool:
         return self.src_tok is self.tgt_tok
+
+    @property
+    def splits(self) -> dict[str, list[tuple[str, str]]]:
+        return self.pairs
+
+    @splits.setter
+    def splits(self, value) -> None:
+        self.pairs = value
 
 
 def encode_source(tok, text: str) -> list[int]:
@@ -70,12 +78,10 @@ def make_collate(pairs_ids: list[tuple[list[int], list[int]]], device: torch.dev
 # ----------------------------------------------------------------------------- recipe
 
 
-class Seq2SeqRecipe:
-    """Base of the seq2seq recipes. Subclasses set ``name``, ``description``, ``config_cls``,
-    ``metric`` and implement :meth:`load_pairs` and :meth:`score`."""
+class Seq2SeqRecipe(Recipe):
+    """Base of the seq2seq recipes. Subclasses set ``name``, ``description``, ``config_cls``
+    and implement :meth:`load_pairs` and :meth:`score`."""
 
-    name: str = ""
-    description: str = ""
     config_cls: type[Seq2SeqConfig] = Seq2SeqConfig
 
     # --- what a recipe supplies
@@ -87,15 +93,6 @@ class Seq2SeqRecipe:
     def score(self, hyps: list[str], refs: list[str]) -> dict[str, float]:
         """Metrics of decoded outputs against references."""
         raise NotImplementedError
-
-    def resolve(self, cfg):
-        """The config as it is saved with a run: relative paths made absolute, so that ``eval``
-        and ``predict`` work from any directory."""
-        return cfg
-
-    def after_train(self, cfg, run_dir: Path, model: nn.Module, data: Seq2SeqData, log) -> dict[str, str]:
-        """Extra artifacts (figures) written after training; returns ``{name: path}``."""
-        return {}
 
     # --- tokenizers and model
 
@@ -125,11 +122,11 @@ class Seq2SeqRecipe:
             return tok, tok
         return load_tokenizer(d / "source"), load_tokenizer(d / "target")
 
-    @staticmethod
-    def build_model(cfg, src_vocab: int, tgt_vocab: int, joint: bool) -> nn.Module:
+    def build_model(self, cfg, data: Seq2SeqData) -> nn.Module:
         """The model of ``cfg.model`` sized for the vocabularies."""
         from ..models import get_config
 
+        src_vocab, tgt_vocab, joint = data.src_tok.vocab_size, data.tgt_tok.vocab_size, data.joint
         m = cfg.model
         base = get_config(m.name)
         family = base.family
@@ -160,19 +157,34 @@ class Seq2SeqRecipe:
 
     # --- data
 
-    def prepare(self, cfg, run_dir: Path, log, train_tokenizers: bool) -> Seq2SeqData:
-        pairs = self.load_pairs(cfg, log)
-        if train_tokenizers:
+    def prepare(self, cfg, run_dir: Path, log, fresh: bool, read_data: bool = True) -> Seq2SeqData:
+        """The pairs and the tokenizers: trained on the training split when ``fresh`` and the run
+        directory has none yet, else read from it."""
+        pairs = self.load_pairs(cfg, log) if read_data else {}
+        if fresh and not (Path(run_dir) / TOKENIZER_DIR).exists():
             src_tok, tgt_tok = self.build_tokenizers(cfg, pairs, run_dir)
         else:
             src_tok, tgt_tok = self.load_tokenizers(run_dir)
         max_len = getattr(cfg.data, "max_len", None)
         ids = []
-        for s, y in pairs["train"]:
+        for s, y in pairs.get("train", []):
             a, b = encode_source(src_tok, s), encode_target(tgt_tok, y)
             if max_len is None or (len(a) <= max_len and len(b) + 1 <= max_len):
                 ids.append((a, b))
         return Seq2SeqData(src_tok, tgt_tok, pairs, ids)
+
+    def describe_data(self, data: Seq2SeqData) -> str:
+        return (f"{', '.join(f'{k} {len(v):,}' for k, v in data.pairs.items())} pairs; "
+                f"vocabulary {data.src_tok.vocab_size:,}" + ("" if data.joint else f" / {data.tgt_tok.vocab_size:,}"))
+
+    def train_examples(self, cfg, data: Seq2SeqData, device):
+        return [max(len(a), len(b) + 1) for a, b in data.train_ids], make_collate(data.train_ids, device)
+
+    def loss(self, cfg):
+        return TokenCrossEntropy(cfg.train.label_smoothing)
+
+    def average_last(self, cfg) -> int:
+        return cfg.decode.average_last
 
     # --- decoding
 
@@ -210,164 +222,54 @@ class Seq2SeqRecipe:
         model.train(was_training)
         return out
 
-    def evaluate_split(self, model, data: Seq2SeqData, split: str, *, beam: int, length_penalty: float,
-                       dcfg: DecodeSection, limit: int | None = None, run_dir: Path | None = None) -> dict:
-        """Decode a split (its first ``limit`` pairs) and score it; with ``run_dir`` the outputs
-        are also written to ``predictions/<split>.hyp.txt``."""
-        pairs = data.pairs[split][:limit] if limit else data.pairs[split]
-        hyps = self.decode(model, data, [s for s, _ in pairs], beam=beam, length_penalty=length_penalty, dcfg=dcfg)
+    def evaluate_split(self, model, data: Seq2SeqData, split: str, cfg, *, final: bool,
+                       run_dir: Path | None = None, beam: int | None = None) -> dict:
+        """Decode a split and score it. During training (``final=False``): greedy on the first
+        ``decode.val_limit`` pairs, plus the validation loss. Final: beam ``decode.beam`` (or
+        ``beam``) on every pair; with ``run_dir`` the outputs go to ``predictions/<split>.hyp.txt``."""
+        d = cfg.decode
+        if not final:
+            pairs = data.pairs[split][:d.val_limit] if d.val_limit else data.pairs[split]
+            metrics = self.score(self.decode(model, data, [s for s, _ in pairs], beam=1, length_penalty=1.0, dcfg=d),
+                                 [y for _, y in pairs])
+            metrics["loss"] = self.val_loss(model, data, pairs, cfg.train.max_tokens)
+            return metrics
+        beam = d.beam if beam is None else beam
+        pairs = data.pairs[split]
+        hyps = self.decode(model, data, [s for s, _ in pairs], beam=beam, length_penalty=d.length_penalty, dcfg=d)
         if run_dir is not None:
             write_text(run_dir / PREDICTIONS_DIR / f"{split}.hyp.txt", "".join(h + "\n" for h in hyps))
-        return self.score(hyps, [y for _, y in pairs])
+        return {**self.score(hyps, [y for _, y in pairs]), "beam": beam}
+
+    def final_metrics(self, model, data: Seq2SeqData, split: str, cfg, run_dir: Path) -> dict:
+        """Greedy on validation, beam search on the other splits."""
+        return self.evaluate_split(model, data, split, cfg, final=True, run_dir=run_dir,
+                                   beam=1 if split == "val" else None)
 
     @torch.no_grad()
-    def val_loss(self, model, data: Seq2SeqData, split: str, limit: int | None, max_tokens: int) -> float:
-        pairs = data.pairs[split][:limit] if limit else data.pairs[split]
+    def val_loss(self, model, data: Seq2SeqData, pairs, max_tokens: int) -> float:
+        """Mean token cross-entropy of ``pairs`` (no label smoothing)."""
         ids = [(encode_source(data.src_tok, s), encode_target(data.tgt_tok, y)) for s, y in pairs]
         device = next(model.parameters()).device
         collate = make_collate(ids, device)
         batcher = TokenBudgetBatcher([max(len(a), len(b) + 1) for a, b in ids], max_tokens, shuffle=False,
                                      allow_oversize=True)
+        loss = TokenCrossEntropy()
         total, n = 0.0, 0
         for indices in batcher:
-            out = model(**collate(indices))
-            total += float(out.loss_sum)
-            n += int(out.num_tokens)
+            batch = collate(indices)
+            total += float(loss(model, batch))
+            n += loss.count(batch)
         return total / max(1, n)
-
-    # --- the run
-
-    def train(self, cfg, run_dir: Path, *, resume: bool, dist, log: Callable[[str], None]) -> dict:
-        """Train (or resume) in ``run_dir``; on the main process, evaluate and write the report."""
-        from ..train import Trainer, resolve_device
-        from ..train.distributed import barrier
-
-        tc = cfg.train
-        if tc.threads:
-            torch.set_num_threads(tc.threads)
-        device = resolve_device(tc.device)
-        if dist.enabled and device.type == "cuda":
-            device = torch.device("cuda", dist.local_rank)
-        t0 = time.monotonic()
-        fresh_tokenizer = not resume or not (run_dir / TOKENIZER_DIR).exists()
-        if dist.is_main:
-            data = self.prepare(cfg, run_dir, log, train_tokenizers=fresh_tokenizer)
-        barrier()
-        if not dist.is_main:
-            data = self.prepare(cfg, run_dir, log, train_tokenizers=False)
-        log(f"data: {', '.join(f'{k} {len(v):,}' for k, v in data.pairs.items())} pairs; "
-            f"vocabulary {data.src_tok.vocab_size:,}" + ("" if data.joint else f" / {data.tgt_tok.vocab_size:,}")
-            + f" ({cfg.tokenizer.kind}, {'joint' if data.joint else 'separate'})")
-        torch.manual_seed(tc.seed)  # the same initial weights on every rank
-        model = self.build_model(cfg, data.src_tok.vocab_size, data.tgt_tok.vocab_size, data.joint).to(device)
-        n_params = sum(p.numel() for p in model.parameters())
-        log(f"model: {cfg.model.name}, {n_params:,} parameters, on {device}")
-        lengths = [max(len(a), len(b) + 1) for a, b in data.train_ids]
-        batcher = TokenBudgetBatcher(lengths, tc.max_tokens, seed=tc.seed, bucket_width=2, rank=dist.rank,
-                                     world_size=dist.world_size, allow_oversize=True)
-
-        def evaluate(m: nn.Module) -> dict:
-            d = cfg.decode
-            metrics = self.evaluate_split(m, data, "val", beam=1, length_penalty=1.0, dcfg=d, limit=d.val_limit)
-            metrics["loss"] = self.val_loss(m, data, "val", d.val_limit, tc.max_tokens)
-            return metrics
-
-        trainer = Trainer(tc, model, batcher, make_collate(data.train_ids, device), run_dir, evaluate=evaluate,
-                          dist=dist, config_dict=cfg.model_dump(mode="json"))
-        result = trainer.fit()
-        train_time = result.elapsed
-        if not dist.is_main:
-            return {}
-        model.eval()
-        with torch.no_grad():
-            how = self.load_final_weights(cfg, run_dir, model, evaluate, result.best_value)
-        model.save_pretrained(run_dir / MODEL_DIR)
-        d = cfg.decode
-        report: dict[str, Any] = {
-            "recipe": self.name, "run_dir": str(run_dir), "model": cfg.model.name, "parameters": n_params,
-            "steps": result.step, "epochs": round(result.epoch, 3), "train_tokens": result.tokens,
-            "train_time_s": round(train_time, 1), "stop_reason": result.stop_reason,
-            "best_step": result.best_step, f"best_val_{tc.metric}": result.best_value, "final_weights": how,
-        }
-        for split, beam in (("val", 1), ("test", d.beam)):
-            if split not in data.pairs:
-                continue
-            t_dec = time.monotonic()
-            metrics = self.evaluate_split(model, data, split, beam=beam, length_penalty=d.length_penalty, dcfg=d,
-                                          run_dir=run_dir)
-            metrics["decode_time_s"] = round(time.monotonic() - t_dec, 1)
-            metrics["beam"] = beam
-            report[split] = metrics
-            log(f"{split} ({'greedy' if beam == 1 else f'beam {beam}'}): "
-                + "  ".join(f"{k} {v}" for k, v in metrics.items() if k not in ("beam",)))
-        report["artifacts"] = self.after_train(cfg, run_dir, model, data, log)
-        report["total_time_s"] = round(time.monotonic() - t0, 1)
-        write_json(run_dir / REPORT_FILE, report)
-        return report
-
-    def load_final_weights(self, cfg, run_dir: Path, model: nn.Module, evaluate=None, best_value=None) -> str:
-        """Load the weights the final evaluation uses and say which they are.
-
-        With ``decode.average_last`` > 1, the average of the last N step checkpoints competes with
-        ``best/`` on the validation metric (``evaluate``), and the better one is kept; otherwise
-        ``best/`` is used (or the last weights when there is no ``best/``).
-        """
-        tc = cfg.train
-        n = cfg.decode.average_last
-        ckpts = _complete_checkpoints(run_dir / CHECKPOINTS) if (run_dir / CHECKPOINTS).is_dir() else []
-        best = run_dir / CHECKPOINTS / "best" / MODEL_FILE
-        if n > 1 and len(ckpts) >= 2:
-            chosen = ckpts[-n:]
-            average_checkpoints(chosen, model)
-            what = f"average of {', '.join(p.name for p in chosen)}"
-            if evaluate is None or best_value is None or not best.is_file():
-                return what
-            value = float(evaluate(model)[tc.metric])
-            if (value >= best_value) if tc.mode == "max" else (value <= best_value):
-                return f"{what} (val {tc.metric} {value:.4g} vs best checkpoint {best_value:.4g})"
-            model.load_state_dict(_read_model_file(best))
-            return f"best (val {tc.metric} {best_value:.4g} vs average of last {len(chosen)} {value:.4g})"
-        if best.is_file():
-            model.load_state_dict(_read_model_file(best))
-            return "best"
-        return "last"
 
     # --- using a finished run
 
-    def load_run(self, cfg, run_dir: Path, log) -> tuple[nn.Module, Seq2SeqData]:
-        """The trained model and tokenizers of a run (``model/``, else ``best/``, else the last step)."""
-        from ..train.checkpoint import latest_checkpoint
+    def explain_info(self, cfg, run_dir: Path) -> dict:
+        """The model, explained over its source tokens; ``data`` carries both tokenizers."""
+        model, data = self.load_run(cfg, run_dir)
+        return {"model": model, "tokenizer": data.src_tok, "kind": "seq2seq", "data": data}
 
-        src_tok, tgt_tok = self.load_tokenizers(run_dir)
-        data = Seq2SeqData(src_tok, tgt_tok, {}, [])
-        model = self.build_model(cfg, src_tok.vocab_size, tgt_tok.vocab_size, src_tok is tgt_tok)
-        final = run_dir / MODEL_DIR / "model.safetensors"
-        best = run_dir / CHECKPOINTS / "best" / MODEL_FILE
-        last = latest_checkpoint(run_dir)
-        if final.is_file():
-            from safetensors.torch import load_model
-
-            load_model(model, str(final))
-        elif best.is_file():
-            model.load_state_dict(_read_model_file(best))
-        elif last is not None:
-            model.load_state_dict(_read_model_file(last / MODEL_FILE))
-        else:
-            raise ValueError(f"{run_dir}: no trained weights yet (no model/, checkpoints/best or step checkpoint)")
-        return model.eval(), data
-
-    def evaluate(self, cfg, run_dir: Path, split: str, log) -> dict:
-        model, data = self.load_run(cfg, run_dir, log)
-        data.pairs = self.load_pairs(cfg, log)
-        if split not in data.pairs:
-            raise ValueError(f"split {split!r} not available (have {', '.join(data.pairs)})")
+    def predict_texts(self, model, data: Seq2SeqData, inputs: list[str], cfg, beam: int | None = None,
+                      **options) -> list[str]:
         d = cfg.decode
-        metrics = self.evaluate_split(model, data, split, beam=d.beam, length_penalty=d.length_penalty, dcfg=d,
-                                      run_dir=run_dir)
-        metrics["beam"] = d.beam
-        return metrics
-
-    def predict(self, cfg, run_dir: Path, texts: list[str], beam: int | None, log) -> list[str]:
-        model, data = self.load_run(cfg, run_dir, log)
-        d = cfg.decode
-        return self.decode(model, data, texts, beam=beam or d.beam, length_penalty=d.length_penalty, dcfg=d)
+        return self.decode(model, data, inputs, beam=beam or d.beam, length_penalty=d.length_penalty, dcfg=d)
