@@ -3,7 +3,7 @@
     target = lambda out: out.logits[0, 1]                      # a scalar of the model output
     attr, delta = integrated_gradients(model, inputs, target, model.embeddings.token, baseline_ids=pad_id)
     occ = occlusion(model, inputs, target, replace_id=mask_id)  # (L,)
-    rnd = random_relevance(L, seed=0)                            # (L,)
+    rnd = random_relevance(L, seed=0, key=(example, draw))      # (L,), one stream per key
 
 ``inputs`` holds the keyword arguments of one forward pass with a batch of ONE example
 (``input_ids`` (1, L), optionally ``attention_mask`` (1, L), ...). ``target`` maps the model
@@ -17,7 +17,8 @@ Models run in whatever mode they are in: call ``model.eval()`` first.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+import hashlib
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -203,9 +204,23 @@ def occlusion(
     return out
 
 
-def random_relevance(length: int, seed: int = 0) -> Tensor:
+def random_relevance(length: int, seed: int = 0, *, key: Sequence[int] = ()) -> Tensor:
     """The random baseline of faithfulness tables: (length,) uniform [0, 1) scores, float64,
-    reproducible by ``seed`` (its own generator, the global RNG untouched)."""
+    reproducible by ``seed`` (its own generator, the global RNG untouched).
+
+    One seed gives every length the same prefix (torch's generator), so a seed shared by many
+    examples removes their positions in one fixed order. Give each example and each draw its
+    own ``key``, e.g. ``(example index, draw)``: it is hashed with ``seed`` into the generator's
+    seed, an independent stream per key.
+
+    Args:
+        length: L, the scores returned.
+        seed: the base seed.
+        key: integers that pick the stream; ``()`` uses ``seed`` itself.
+    """
+    if key:
+        digest = hashlib.blake2b(repr((int(seed), *map(int, key))).encode(), digest_size=8).digest()
+        seed = int.from_bytes(digest, "little") >> 1  # 63 bits: any value manual_seed takes
     gen = torch.Generator().manual_seed(seed)
     return torch.rand(length, generator=gen, dtype=torch.float64)
 

@@ -3,6 +3,7 @@
     s = load_subject("path/to/all-MiniLM-L6-v2")            # or a trainer run dir (seq2seq)
     rows = explain_eval(s, texts, ("rollout", "chefer", "ig", "random"), out_dir="out/")
     print_table(rows)                                         # ranked, best first
+    rows = explain_eval(classifier, texts, protocol="decompx")   # DecompX's AOPC on the probability
     report = heads_report(s, texts, out_dir="out/")           # head importance, pruning curves
 
 Both run through :mod:`attnlab.explain.pipeline` (the same tokenisation, targets and methods as
@@ -12,22 +13,75 @@ Both run through :mod:`attnlab.explain.pipeline` (the same tokenisation, targets
 from __future__ import annotations
 
 import dataclasses
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ..io import write_json
+from .attribution import random_relevance
 from .faithfulness import (
-    METRICS, faithfulness_scores, faithfulness_table, masked_scorer, randomize_weights, rank_agreement,
+    ScoreFn, aopc_decompx, faithfulness_scores, faithfulness_table, masked_scorer, randomize_weights, rank_agreement,
 )
 from .pipeline import Example, Subject, _explain, prepare
 
 DEFAULT_EVAL_METHODS = ("rollout", "chefer", "ig", "occlusion", "random")
 SANITY = "randomization"  # the model-randomisation check's column: Spearman ρ, lower passes
 SHORT = {"comprehensiveness": "compr ↑", "sufficiency": "suff ↓", "aopc": "AOPC ↑",
-         "deletion_auc": "del AUC ↓", "insertion_auc": "ins AUC ↑", SANITY: "rand. ρ ↓"}
+         "deletion_auc": "del AUC ↓", "insertion_auc": "ins AUC ↑", "aopc_decompx": "AOPC DecompX ↑",
+         SANITY: "rand. ρ ↓"}
+RANDOM_DRAWS = 5  # draws of the random baseline averaged per example
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A set of faithfulness metrics and the target they are defined on.
+
+    Attributes:
+        name: its registry name.
+        scores: ``(score_fn, relevance (L,)) -> {metric: value}`` for one example.
+        target: the target it scores (its base name, see :mod:`~attnlab.explain.targets`); None: any.
+        kinds: the kinds of model it applies to.
+        description: one line for listings.
+    """
+
+    name: str
+    scores: Callable[[ScoreFn, Tensor], dict[str, float]]
+    target: str | None = None
+    kinds: tuple[str, ...] = ("encoder", "classifier", "seq2seq")
+    description: str = ""
+
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+    Protocol("default", faithfulness_scores, description="ERASER comprehensiveness and sufficiency, AOPC, "
+             "deletion and insertion AUC on the chosen target"),
+    Protocol("decompx", lambda score, r: {"aopc_decompx": aopc_decompx(score, r)}, "prob", ("classifier",),
+             "DecompX's AOPC (Modarressi et al. 2023): 0, 10, ..., 90% of the tokens -> [MASK], the "
+             "predicted class's probability drop"),
+)}
+
+
+def _protocol(name: str, subject: Subject, target: str | None) -> tuple[Protocol, str | None]:
+    """The protocol ``name`` and the target to explain (its own when it has one)."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown faithfulness protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    p = PROTOCOLS[name]
+    if subject.kind not in p.kinds:
+        raise ValueError(f"protocol {name!r} applies to {' and '.join(p.kinds)} models, not a {subject.kind}")
+    if p.target is None:
+        return p, target
+    if target is not None and target.partition(":")[0] != p.target:
+        raise ValueError(f"protocol {name!r} scores target {p.target}[:K], not {target!r}")
+    return p, target or p.target
+
+
+def random_draw(length: int, seed: int, example: int, draw: int, model: int = 0) -> Tensor:
+    """(length,) draw ``draw`` of the random baseline for the ``example``-th text; ``model`` 1 is
+    its independent twin explaining the re-initialised model of the randomisation check."""
+    return random_relevance(length, seed, key=(example, draw, model))
 
 
 def _examples(subject: Subject, texts: Sequence[str], target: str | None, pair: str | None) -> list[Example]:
@@ -54,63 +108,123 @@ def explain_eval(
     ig_steps: int = 32,
     sanity: int = 8,
     seed: int = 0,
+    protocol: str = "default",
+    random_draws: int = RANDOM_DRAWS,
 ) -> list[dict[str, Any]]:
     """Faithfulness of each method over ``texts`` (the mean of each metric over examples), ranked
-    by :func:`~attnlab.explain.faithfulness.faithfulness_table`, plus the model-randomisation
-    check (Adebayo et al. 2018) in column ``"randomization"``.
+    by :func:`~attnlab.explain.faithfulness.faithfulness_table` (the mean rank leaves out
+    deletion AUC, AOPC's affine twin), plus the model-randomisation check (Adebayo et al. 2018)
+    in column ``"randomization"``.
 
     Tokens are removed by replacing them ([MASK]; the unknown token for seq2seq); special tokens
-    are never removed. The randomisation check explains the same output (same class, same output
-    tokens, same pair embedding) of a copy of the model with every weight re-initialised and
-    reports the mean Spearman correlation with the trained model's explanation: near 1 means
-    the method ignores the weights (the random baseline does, by construction). It is a sanity
-    check, so it does not enter the mean rank.
+    are never removed. The random baseline draws its own order per text and per draw
+    (:func:`random_draw`), its metrics averaged over ``random_draws`` draws. The randomisation
+    check explains the same output (same class, same output tokens, same pair embedding) of a
+    copy of the model with every weight re-initialised and reports the mean Spearman ρ with the
+    trained model's explanation over the non-special tokens: near 1 means the method ignores the
+    weights; the random baseline, drawn independently for the two models, shows the spread of ρ
+    for unrelated explanations. ρ is NaN (``"randomization_undefined"``: the number of texts)
+    when the explanation is constant on some text: a failure. It is a sanity check, so it does
+    not enter the mean rank.
 
     Args:
         subject: from :func:`~attnlab.explain.pipeline.load_subject`.
         texts: one input per item; ``"sentence<TAB>pair"`` carries its own pair (the cosine
             target's other sentence, or a seq2seq reference output) instead of ``pair``.
         methods: method names (see :meth:`~attnlab.explain.pipeline.Subject.known_methods`).
-        target: the explained scalar (see :mod:`attnlab.explain.targets`); None: the default.
+        target: the explained scalar (see :mod:`attnlab.explain.targets`); None: the default
+            (the protocol's own, e.g. ``prob`` for "decompx").
         pair: the pair text for every line without its own.
-        out_dir: write ``faithfulness.json`` here.
+        out_dir: write ``faithfulness.json`` here (NaN written as null).
         ig_steps: Integrated Gradients' quadrature points.
         sanity: run the randomisation check on the first this many examples (0: skip it).
         seed: seed of the random baseline and of the re-initialised weights.
+        protocol: the metrics, a name of :data:`PROTOCOLS`: "default" (the five of
+            :data:`~attnlab.explain.faithfulness.METRICS`) or "decompx" (classifiers: DecompX's
+            AOPC on the predicted class's probability, column ``"aopc_decompx"``).
+        random_draws: draws of the random baseline averaged per text (at least 1).
 
     Returns:
         The table's rows, best first.
     """
+    if random_draws < 1:
+        raise ValueError(f"random_draws must be at least 1, got {random_draws}")
+    proto, target = _protocol(protocol, subject, target)
     methods = subject.check_methods(methods)
     examples = _examples(subject, texts, target, pair)
-    sums = {m: dict.fromkeys(METRICS, 0.0) for m in methods}
-    explained = []
-    for ex in examples:
-        expl = _explain(subject, ex, methods, ig_steps=ig_steps, seed=seed)
-        explained.append(expl.relevances)
+    explained = [m for m in methods if m != "random"]
+    sums: dict[str, dict[str, float]] = {m: {} for m in methods}
+
+    def add(m: str, scores: dict[str, float], weight: float) -> None:
+        for k, v in scores.items():
+            sums[m][k] = sums[m].get(k, 0.0) + v * weight
+
+    trained = []
+    for i, ex in enumerate(examples):
+        expl = _explain(subject, ex, explained, ig_steps=ig_steps, seed=seed)
+        trained.append(expl.relevances)
         score = masked_scorer(subject.model, ex.inputs, ex.target.fn, replace_id=ex.replace_id, protected=ex.special)
-        for m in methods:
-            for k, v in faithfulness_scores(score, torch.tensor(expl.relevances[m], dtype=torch.float64)).items():
-                sums[m][k] += v / len(examples)
+        for m in explained:
+            add(m, proto.scores(score, torch.tensor(expl.relevances[m], dtype=torch.float64)), 1 / len(examples))
+        if "random" in methods:
+            for d in range(random_draws):
+                add("random", proto.scores(score, random_draw(len(ex.tokens), seed, i, d)),
+                    1 / (len(examples) * random_draws))
     rows = faithfulness_table(sums)
     checked = examples[:max(0, sanity)]
     if checked:
-        rho = randomization(subject, checked, methods, ig_steps=ig_steps, seed=seed, trained=explained)
+        rho = _agreements(subject, checked, methods, ig_steps=ig_steps, seed=seed, trained=trained,
+                          random_draws=random_draws)
         for r in rows:
-            r[SANITY] = rho[r["method"]]
+            r[SANITY], r[f"{SANITY}_undefined"] = _mean(rho[r["method"]]), sum(map(math.isnan, rho[r["method"]]))
     if out_dir is not None:
-        report = {"target": expl.target_description, "examples": len(examples), "randomization_examples": len(checked),
-                  "methods": list(methods), "table": rows}
+        report = {"target": expl.target_description, "protocol": proto.name, "examples": len(examples),
+                  "random_draws": random_draws, "randomization_examples": len(checked), "methods": list(methods),
+                  "table": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()}
+                            for r in rows]}
         write_json(Path(out_dir) / "faithfulness.json", report)
     return rows
 
 
+def _mean(values: Sequence[float]) -> float:
+    """The mean; NaN when empty or when any value is NaN (an undefined ρ is never averaged away)."""
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _agreements(subject: Subject, examples: Sequence[Example], methods: Sequence[str], *, ig_steps: int,
+                seed: int, trained: Sequence[dict[str, list[float]]] | None,
+                random_draws: int) -> dict[str, list[float]]:
+    """Per method, the Spearman ρ of each example (NaN where undefined) of :func:`randomization`."""
+    random_subject = dataclasses.replace(subject, model=randomize_weights(subject.model, seed=seed).eval(), notes=[])
+    explained = [m for m in methods if m != "random"]
+    out: dict[str, list[float]] = {m: [] for m in methods}
+    for i, ex in enumerate(examples):
+        keep = ~ex.special  # special tokens are never scored
+        if int(keep.sum()) < 2:  # one token has no order to compare, whatever the method
+            continue
+        a = trained[i] if trained else _explain(subject, ex, explained, ig_steps=ig_steps, seed=seed).relevances
+        b = _explain(random_subject, ex, explained, ig_steps=ig_steps, seed=seed).relevances
+        for m in explained:
+            out[m].append(rank_agreement(torch.tensor(a[m]), torch.tensor(b[m]), keep))
+        if "random" in methods:  # independent draws for the two models
+            L = len(ex.tokens)
+            out["random"].append(_mean([rank_agreement(random_draw(L, seed, i, d), random_draw(L, seed, i, d, 1), keep)
+                                        for d in range(random_draws)]))
+    return out
+
+
 def randomization(subject: Subject, examples: Sequence[Example], methods: Sequence[str], *,
-                  ig_steps: int = 32, seed: int = 0,
-                  trained: Sequence[dict[str, list[float]]] | None = None) -> dict[str, float]:
+                  ig_steps: int = 32, seed: int = 0, trained: Sequence[dict[str, list[float]]] | None = None,
+                  random_draws: int = RANDOM_DRAWS) -> dict[str, float]:
     """Adebayo et al.'s model-parameter randomisation test over ``examples``: per method, the mean
-    Spearman correlation between the explanation of the trained model and of a copy with all
-    weights re-initialised (the same target function, so the same output is explained).
+    Spearman ρ (:func:`~attnlab.explain.faithfulness.rank_agreement`, over the non-special
+    tokens) between the explanation of the trained model and of a copy with all weights
+    re-initialised by ``randomize_weights(model, seed=seed)`` (the same target function, so the
+    same output is explained): per example what
+    :func:`~attnlab.explain.faithfulness.randomization_check` gives. NaN when ρ is undefined on
+    any example (a constant explanation: a failure). Examples with fewer than two scored tokens
+    are skipped. The random baseline gets independent draws for the two models
+    (:func:`random_draw`, model 0 and 1), ρ averaged over ``random_draws``.
 
     Args:
         subject: the trained model's subject (left unchanged).
@@ -120,36 +234,35 @@ def randomization(subject: Subject, examples: Sequence[Example], methods: Sequen
         seed: seed of the re-initialised weights and of the random baseline.
         trained: the trained model's relevances of ``examples`` (method -> scores), when the
             caller has them already; None computes them.
+        random_draws: draws of the random baseline per example.
     """
-    random_subject = dataclasses.replace(subject, model=randomize_weights(subject.model, seed=seed).eval(), notes=[])
-    sums = dict.fromkeys(methods, 0.0)
-    for i, ex in enumerate(examples):
-        a = trained[i] if trained else _explain(subject, ex, methods, ig_steps=ig_steps, seed=seed).relevances
-        b = _explain(random_subject, ex, methods, ig_steps=ig_steps, seed=seed).relevances
-        for m in methods:  # special tokens are never scored
-            ra, rb = (torch.tensor(r[m], dtype=torch.float64) for r in (a, b))
-            sums[m] += rank_agreement(ra, rb, ~ex.special) / len(examples)
-    return sums
+    rho = _agreements(subject, examples, methods, ig_steps=ig_steps, seed=seed, trained=trained,
+                      random_draws=random_draws)
+    return {m: _mean(v) for m, v in rho.items()}
 
 
 def print_table(rows: list[dict[str, Any]], title: str = "faithfulness (mean over examples; rank 1 = best)") -> None:
-    """The faithfulness table in the terminal (rich)."""
+    """The faithfulness table in the terminal (rich): the metric columns the rows have."""
     from rich.console import Console
     from rich.table import Table
 
     sanity = all(SANITY in r for r in rows)
+    metrics = [m for m in SHORT if m != SANITY and m in rows[0]]
+    twin = "deletion_auc" in metrics and "aopc" in metrics
     table = Table(title=title, caption="arrows: which way is more faithful; rows best first by mean rank"
+                  + (" (of every metric but del AUC, which is AOPC's affine twin)" if twin else "")
                   + ("; rand. ρ: Spearman with the explanation of a randomly re-initialised model "
-                     "(near 1 = ignores the weights; not ranked)" if sanity else ""))
+                     "(near 1 = ignores the weights; nan ✗ = constant on some text, a failure; not ranked)"
+                     if sanity else ""))
     table.add_column("method", no_wrap=True, min_width=max(len(r["method"]) for r in rows))
-    for m in METRICS:
+    for m in metrics:
         table.add_column(SHORT[m], justify="right", no_wrap=True)
     table.add_column("mean rank", justify="right", no_wrap=True)
     if sanity:
         table.add_column(SHORT[SANITY], justify="right", no_wrap=True)
     for r in rows:
-        table.add_row(r["method"], *(f"{r[m]:.3f}" for m in METRICS), f"{r['mean_rank']:.2f}",
-                      *([f"{r[SANITY]:.2f}"] if sanity else []))
+        rho = [("nan ✗" if math.isnan(r[SANITY]) else f"{r[SANITY]:.2f}")] if sanity else []
+        table.add_row(r["method"], *(f"{r[m]:.3f}" for m in metrics), f"{r['mean_rank']:.2f}", *rho)
     console = Console()
     if not console.is_terminal:  # a pipe or a file: do not squeeze the columns into 80 characters
         console = Console(width=120)
@@ -214,4 +327,5 @@ def heads_report(
     return report
 
 
-__all__ = ["explain_eval", "randomization", "print_table", "heads_report", "DEFAULT_EVAL_METHODS", "SANITY"]
+__all__ = ["explain_eval", "randomization", "random_draw", "print_table", "heads_report", "Protocol", "PROTOCOLS",
+           "DEFAULT_EVAL_METHODS", "SANITY", "RANDOM_DRAWS"]

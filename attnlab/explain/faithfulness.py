@@ -4,6 +4,7 @@
     comprehensiveness(score, relevance)       # ERASER: drop when the top-k% tokens are removed
     sufficiency(score, relevance)             # ERASER: drop when only the top-k% tokens are kept
     aopc(score, relevance)                    # Samek et al.: most-relevant-first deletion
+    aopc_decompx(score, relevance)            # DecompX: 0, 10, ..., 90% masked (a probability target)
     deletion_auc(score, relevance), insertion_auc(score, relevance)   # Petsiuk et al. (RISE)
     randomization_check({"ig": fn, ...}, model)                     # Adebayo et al. sanity check
     faithfulness_table({"ig": {"aopc": 0.3, ...}, ...})             # methods ranked per metric
@@ -36,8 +37,13 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "aopc": True,                # mean drop along most-relevant-first deletion
     "deletion_auc": False,       # the score should fall fast as top tokens go
     "insertion_auc": True,       # the score should rise fast as top tokens come back
+    "aopc_decompx": True,        # mean probability drop at 0, 10, ..., 90% masked
 }
-METRICS = tuple(HIGHER_IS_BETTER)  # the faithfulness metrics, in table order
+METRICS = tuple(HIGHER_IS_BETTER)[:5]  # what faithfulness_scores computes, in table order
+DECOMPX_PERCENTS = tuple(range(0, 100, 10))  # K of DecompX's AOPC, K = 0 included
+# deletion_auc = s0 + (s0 − s_n)/(2n) − aopc for EVERY ranking (trapezoids; s0, s_n: nothing, all
+# removed), so the two rank methods alike: the mean rank counts it only where its twin is absent.
+TWIN_OF = {"deletion_auc": "aopc"}
 
 
 # ----------------------------------------------------------------------------- scorers
@@ -148,8 +154,7 @@ def _without_top(order: Tensor, L: int, ks: Sequence[int]) -> Tensor:
 
 
 def _only_top(order: Tensor, L: int, ks: Sequence[int]) -> Tensor:
-    """(len(ks), L) keep masks: only the first k of ``order`` kept (protected ones are kept by
-    the scorer; here they are set too so a plain callable sees them)."""
+    """(len(ks), L) keep masks: only the first k of ``order`` kept, and the protected positions."""
     keeps = torch.ones(len(ks), L, dtype=torch.bool)
     keeps[:, order] = False
     for row, k in enumerate(ks):
@@ -183,11 +188,7 @@ def comprehensiveness(score_fn: ScoreFn, relevance: Tensor, bins: Sequence[float
         bins: fractions of the counted (unprotected) tokens.
         protected: positions never removed nor counted; default ``score_fn.protected``.
     """
-    order, prot = _order(score_fn, relevance, protected)
-    L, ks = prot.shape[0], bin_sizes(len(order), bins)
-    s = _scores(score_fn, torch.cat([torch.ones(1, L, dtype=torch.bool), _without_top(order, L, ks)]))
-    drops = [float(s[0] - v) for v in s[1:]]
-    return Binned(dict(zip(bins, drops)), sum(drops) / len(drops))
+    return _binned(score_fn, relevance, bins, protected, _without_top)
 
 
 def sufficiency(score_fn: ScoreFn, relevance: Tensor, bins: Sequence[float] = BINS,
@@ -197,9 +198,14 @@ def sufficiency(score_fn: ScoreFn, relevance: Tensor, bins: Sequence[float] = BI
 
     Args: as :func:`comprehensiveness`.
     """
+    return _binned(score_fn, relevance, bins, protected, _only_top)
+
+
+def _binned(score_fn: ScoreFn, relevance: Tensor, bins: Sequence[float], protected, keeps) -> Binned:
+    """f(x) − f(keeps(order, L, k)) per bin, ``keeps`` one of :func:`_without_top`, :func:`_only_top`."""
     order, prot = _order(score_fn, relevance, protected)
     L, ks = prot.shape[0], bin_sizes(len(order), bins)
-    s = _scores(score_fn, torch.cat([torch.ones(1, L, dtype=torch.bool), _only_top(order, L, ks)]))
+    s = _scores(score_fn, torch.cat([torch.ones(1, L, dtype=torch.bool), keeps(order, L, ks)]))
     drops = [float(s[0] - v) for v in s[1:]]
     return Binned(dict(zip(bins, drops)), sum(drops) / len(drops))
 
@@ -226,6 +232,24 @@ def aopc(score_fn: ScoreFn, relevance: Tensor, steps: int | None = None, *, prot
     return float((s[0] - s[1:]).mean())
 
 
+def aopc_decompx(score_fn: ScoreFn, relevance: Tensor, percents: Sequence[int] = DECOMPX_PERCENTS,
+                 *, protected=None) -> float:
+    """AOPC as DecompX reports it (Modarressi et al. 2023, "DecompX: Explaining Transformers
+    Decisions by Propagating Token Decomposition", Table 1): the mean over K of f(x) − f(x with
+    its floor(K/100 · n) most relevant tokens removed), K = 0 (drop 0) included, n = the
+    unprotected tokens ([CLS]/[SEP] never removed nor counted). Higher is more faithful. The
+    paper's f is the predicted class's probability (target ``prob``), tokens replaced by [MASK].
+
+    Args: as :func:`aopc`, and ``percents``: the K, integer percents in [0, 100].
+    """
+    order, prot = _order(score_fn, relevance, protected)
+    if not percents or any(int(k) != k or not 0 <= k <= 100 for k in percents):
+        raise ValueError(f"aopc_decompx: percents must be integers in [0, 100], got {list(percents)}")
+    ks = [int(k) * len(order) // 100 for k in percents]  # floor(K/100 · n), in integers
+    s = _scores(score_fn, _without_top(order, prot.shape[0], [0, *ks]))  # (1 + len(ks),), s[0] = f(x)
+    return float((s[0] - s[1:]).mean())
+
+
 def deletion_curve(score_fn: ScoreFn, relevance: Tensor, *, protected=None) -> tuple[Tensor, Tensor]:
     """Scores as the counted tokens are removed most relevant first: (fractions (n+1,), scores
     (n+1,)), fraction k/n after k removals (Petsiuk et al. 2018, RISE's deletion game)."""
@@ -249,7 +273,8 @@ def _trapezoid(x: Tensor, y: Tensor) -> float:
 
 
 def deletion_auc(score_fn: ScoreFn, relevance: Tensor, *, protected=None) -> float:
-    """Area under :func:`deletion_curve` by the trapezoid rule over [0, 1]. Lower is more faithful."""
+    """Area under :func:`deletion_curve` by the trapezoid rule over [0, 1]. Lower is more faithful.
+    It equals s0 + (s0 − s_n)/(2n) − :func:`aopc` (s0, s_n: nothing, everything removed)."""
     return _trapezoid(*deletion_curve(score_fn, relevance, protected=protected))
 
 
@@ -284,14 +309,15 @@ def spearman(a: Tensor, b: Tensor) -> float:
     return float("nan") if denom == 0 else float((ra * rb).sum()) / denom
 
 
-def rank_agreement(a: Tensor, b: Tensor, keep: Tensor | None = None) -> float:
-    """Spearman correlation of two explanations of one example over the ``keep`` positions
-    ((L,) bool; None: all), a constant explanation (undefined correlation) counted as 0: the
-    per-example score of the model-randomisation check."""
+def rank_agreement(a: Tensor, b: Tensor, keep: Tensor | None = None, absolute: bool = False) -> float:
+    """Spearman ρ of two explanations of one example ((L,) each) over the ``keep`` positions
+    ((L,) bool; None: all), of |relevance| if ``absolute``: the per-example score of the
+    model-randomisation check. NaN, never 0, when either is constant there: the correlation is
+    undefined, and a constant explanation ignores the model as surely as ρ = 1 does (a failure)."""
+    a, b = torch.as_tensor(a).double().reshape(-1), torch.as_tensor(b).double().reshape(-1)
     if keep is not None:
         a, b = a[keep], b[keep]
-    rho = spearman(a.double(), b.double())
-    return 0.0 if rho != rho else rho
+    return spearman(a.abs(), b.abs()) if absolute else spearman(a, b)
 
 
 def randomize_weights(model: nn.Module, prefixes: Sequence[str] | None = None, seed: int = 0) -> nn.Module:
@@ -329,14 +355,17 @@ def randomization_check(
     prefixes: Sequence[str] | None = None,
     seed: int = 0,
     absolute: bool = False,
+    keep: Tensor | None = None,
 ) -> dict[str, float]:
     """Model-parameter randomisation test (Adebayo et al. 2018, "Sanity Checks for Saliency Maps").
 
     Each explanation of the trained model is compared with the same explanation of a copy whose
     weights are re-initialised ALL AT ONCE (the test's "independent"/full variant; cascading
     from the top layer is available through ``prefixes``, one call per step). Returns the
-    Spearman rank correlation per method: near 1 means the explanation ignores the weights
-    (it fails the check); lower means it depends on them.
+    Spearman ρ per method (:func:`rank_agreement`): near 1 means the explanation ignores the
+    weights (it fails the check), lower that it depends on them; NaN (constant on either model)
+    fails too. A random baseline must draw anew on each call (seeded alike twice, it scores ρ = 1
+    by construction). :func:`attnlab.explain.evaluation.randomization` runs it over many texts.
 
     Args:
         explain_fn: ``model -> (L,) relevance``, or a dict of them by method name.
@@ -344,16 +373,11 @@ def randomization_check(
         prefixes: module-name prefixes to re-initialise (see :func:`randomize_weights`); None for all.
         seed: the seed of the random weights.
         absolute: compare |relevance| (Adebayo et al. report both).
+        keep: (L,) bool positions compared (e.g. not [CLS]/[SEP]); None: all.
     """
     fns = explain_fn if isinstance(explain_fn, dict) else {"explanation": explain_fn}
     random_model = randomize_weights(model, prefixes, seed)
-    out = {}
-    for name, fn in fns.items():
-        a, b = fn(model), fn(random_model)
-        if absolute:
-            a, b = a.abs(), b.abs()
-        out[name] = spearman(a, b)
-    return out
+    return {name: rank_agreement(fn(model), fn(random_model), keep, absolute) for name, fn in fns.items()}
 
 
 def faithfulness_scores(score_fn: ScoreFn, relevance: Tensor, bins: Sequence[float] = BINS, *,
@@ -380,12 +404,18 @@ def faithfulness_scores(score_fn: ScoreFn, relevance: Tensor, bins: Sequence[flo
 def faithfulness_table(
     results: dict[str, dict[str, float]],
     higher_is_better: dict[str, bool] | None = None,
+    ranked: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Rank methods per metric (1 = best, ties share the average rank), then by mean rank.
+
+    The mean rank averages independent metrics: deletion AUC, AOPC's affine twin (:data:`TWIN_OF`),
+    is ranked but not counted where AOPC is present, so the five default metrics give the mean
+    over comprehensiveness, sufficiency, AOPC and insertion AUC.
 
     Args:
         results: method -> metric -> value, e.g. ``{"ig": {"aopc": 0.4, "sufficiency": 0.1}}``.
         higher_is_better: directions of extra metrics (added to :data:`HIGHER_IS_BETTER`).
+        ranked: the metrics whose ranks the mean averages; None: all but a present twin.
 
     Returns:
         One row per method, best first: ``{"method", <metric>: value, "<metric>_rank": r,
@@ -405,15 +435,16 @@ def faithfulness_table(
         ranks = rank(-vals if direction[metric] else vals)
         for m, r in zip(have, ranks.tolist()):
             rows[m][f"{metric}_rank"] = r
+    counted = [m for m in metrics if TWIN_OF.get(m) not in metrics] if ranked is None else list(ranked)
     for row in rows.values():
-        rs = [row[f"{metric}_rank"] for metric in metrics if f"{metric}_rank" in row]
+        rs = [row[f"{metric}_rank"] for metric in counted if f"{metric}_rank" in row]
         row["mean_rank"] = sum(rs) / len(rs) if rs else float("nan")
     return sorted(rows.values(), key=lambda r: (r["mean_rank"], methods.index(r["method"])))
 
 
 __all__ = [
-    "HIGHER_IS_BETTER", "METRICS", "BINS", "faithfulness_scores", "Binned", "MaskedScorer", "masked_scorer",
-    "comprehensiveness", "sufficiency", "aopc", "deletion_curve", "insertion_curve",
-    "deletion_auc", "insertion_auc", "bin_sizes", "rank", "spearman", "rank_agreement",
-    "randomize_weights", "randomization_check", "faithfulness_table",
+    "HIGHER_IS_BETTER", "METRICS", "BINS", "DECOMPX_PERCENTS", "TWIN_OF", "faithfulness_scores", "Binned",
+    "MaskedScorer", "masked_scorer", "comprehensiveness", "sufficiency", "aopc", "aopc_decompx",
+    "deletion_curve", "insertion_curve", "deletion_auc", "insertion_auc", "bin_sizes", "rank", "spearman",
+    "rank_agreement", "randomize_weights", "randomization_check", "faithfulness_table",
 ]

@@ -263,7 +263,8 @@ def attention_x_gradient(attns: Maps, grads: Maps, layer: int = -1, positive: bo
         attns: layers x (H, Lq, Lk) weights of one example.
         grads: the target's gradients w.r.t. them.
         layer: which layer (negative counts from the top).
-        positive: clamp each head's product at 0 before the mean (Chefer's Ā).
+        positive: clamp each head's product at 0 before the mean (Chefer's Ā); the registered
+            ``METHODS["attn_x_grad"]`` (encoder and seq2seq paths alike) sets it.
     """
     layers = _layers(attns)
     g = _check_grads(layers, grads, "attention_x_gradient")

@@ -29,7 +29,7 @@ from ..io import write_json
 from .attribution import integrated_gradients, occlusion, random_relevance
 from .capture import Capture, capture
 from .explorer import write_explorer
-from .methods import METHODS, attention_x_gradient, fuse_heads, grad_rollout_seq2seq, rollout, token_relevance
+from .methods import METHODS, fuse_heads, grad_rollout_seq2seq, rollout, token_relevance
 from .targets import Target, make_target
 
 INPUT_METHODS = ("ig", "occlusion", "random")

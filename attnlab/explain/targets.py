@@ -7,6 +7,8 @@
 Names, by kind of model:
 
 * ``"logit"`` / ``"logit:K"`` (classifiers): the logit of class K, by default the predicted class;
+* ``"prob"`` / ``"prob:K"`` (classifiers): the softmax probability of class K, by default the
+  predicted class (DecompX's AOPC is defined on it, see :func:`~attnlab.explain.faithfulness.aopc_decompx`);
 * ``"pooled"`` (encoders without a head, such as all-MiniLM): the norm of the mean-pooled
   sentence embedding;
 * ``"cosine"`` (encoders): the cosine between the mean-pooled embeddings of the text and of a
@@ -28,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-TARGETS = ("logit", "pooled", "cosine", "logprob")
+TARGETS = ("logit", "prob", "pooled", "cosine", "logprob")
 DEFAULT_TARGET = {"classifier": "logit", "encoder": "pooled", "seq2seq": "logprob"}
-KINDS_OF = {"logit": ("classifier",), "pooled": ("encoder",), "cosine": ("encoder",), "logprob": ("seq2seq",)}
+KINDS_OF = {"logit": ("classifier",), "prob": ("classifier",), "pooled": ("encoder",), "cosine": ("encoder",),
+            "logprob": ("seq2seq",)}
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def make_target(
     """The target ``name`` (None: the kind's default) for one example.
 
     Args:
-        name: "logit", "logit:K", "pooled", "cosine", "logprob" or "logprob:T".
+        name: "logit", "logit:K", "prob", "prob:K", "pooled", "cosine", "logprob" or "logprob:T".
         kind: "classifier", "encoder" or "seq2seq".
         model: the model, in eval mode.
         inputs: the example's forward arguments (batch of one).
@@ -81,14 +84,14 @@ def make_target(
     name = name or DEFAULT_TARGET[kind]
     base, _, arg = name.partition(":")
     if base not in TARGETS:
-        raise ValueError(f"unknown target {name!r}; known: logit[:K], pooled, cosine, logprob[:T]")
+        raise ValueError(f"unknown target {name!r}; known: logit[:K], prob[:K], pooled, cosine, logprob[:T]")
     if kind not in KINDS_OF[base]:
         fits = ", ".join(t for t in TARGETS if kind in KINDS_OF[t])
         raise ValueError(f"target {base!r} does not apply to a {kind} model; use {fits}")
-    if arg and base not in ("logit", "logprob"):
+    if arg and base not in ("logit", "prob", "logprob"):
         raise ValueError(f"target {base!r} takes no ':' argument, got {name!r}")
-    if base == "logit":
-        return _logit(model, inputs, arg)
+    if base in ("logit", "prob"):
+        return _class_target(model, inputs, base, arg)
     if base == "pooled":
         return Target(lambda out: mean_pooled(out).norm(), "norm of the mean-pooled sentence embedding", "mean")
     if base == "cosine":
@@ -122,7 +125,8 @@ def make_target(
     return Target(logprob, f"log p({output_text!r} | source), summed over {len(y)} output tokens", "mean")
 
 
-def _logit(model: nn.Module, inputs: dict[str, Any], arg: str) -> Target:
+def _class_target(model: nn.Module, inputs: dict[str, Any], base: str, arg: str) -> Target:
+    """``logit`` or ``prob`` of class ``arg`` (empty: the class predicted for ``inputs``, fixed)."""
     with torch.no_grad():
         logits = model(**inputs).logits  # (1, C)
     C = logits.shape[-1]
@@ -130,13 +134,15 @@ def _logit(model: nn.Module, inputs: dict[str, Any], arg: str) -> Target:
         try:
             k = int(arg)
         except ValueError:
-            raise ValueError(f"target logit:K needs an integer class, got {arg!r}") from None
+            raise ValueError(f"target {base}:K needs an integer class, got {arg!r}") from None
         if not 0 <= k < C:
-            raise ValueError(f"target logit:{k}: the model has {C} classes (0..{C - 1})")
+            raise ValueError(f"target {base}:{k}: the model has {C} classes (0..{C - 1})")
         how = "class"
     else:
         k, how = int(logits[0].argmax()), "predicted class"
+    if base == "prob":
+        return Target(lambda out: out.logits[0].softmax(-1)[k], f"probability of {how} {k}", 0)
     return Target(lambda out: out.logits[0, k], f"logit of {how} {k}", 0)
 
 
-__all__ = ["Target", "make_target", "mean_pooled", "TARGETS", "DEFAULT_TARGET"]
+__all__ = ["Target", "make_target", "mean_pooled", "TARGETS", "DEFAULT_TARGET", "KINDS_OF"]

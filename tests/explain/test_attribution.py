@@ -113,3 +113,15 @@ def test_random_relevance_reproducible():
     assert a.shape == (9,)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.equal(a, c)
+
+
+def test_random_relevance_keys_give_independent_orders():
+    """One seed alone gives every length the same prefix (torch's generator), so every example
+    would lose its tokens in one order; a key per example and draw gives each its own."""
+    short, long = random_relevance(9, seed=0), random_relevance(20, seed=0)
+    torch.testing.assert_close(short, long[:9], rtol=0, atol=0)  # the prefix property itself
+    orders = {tuple(random_relevance(9, seed=0, key=(i, d)).argsort().tolist()) for i in range(4) for d in range(3)}
+    assert len(orders) == 12
+    torch.testing.assert_close(random_relevance(9, 0, key=(2, 1)), random_relevance(9, 0, key=(2, 1)), rtol=0, atol=0)
+    assert not torch.equal(random_relevance(9, 0, key=(2, 1)), random_relevance(9, 1, key=(2, 1)))
+    assert not torch.equal(random_relevance(9, 0, key=(2, 1))[:5], random_relevance(5, 0, key=(3, 1)))

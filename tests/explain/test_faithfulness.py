@@ -1,6 +1,7 @@
 """Faithfulness metrics on an additive score whose ideal relevance is known (hand-computed on
-four tokens), the masked scorer against direct model calls, the randomisation check and the
-ranking table."""
+four tokens), the masked scorer against direct model calls, DecompX's AOPC against a direct
+loop, the randomisation check and the ranking table (whose mean rank leaves out deletion AUC,
+AOPC's affine twin)."""
 
 import math
 
@@ -10,9 +11,9 @@ from torch import nn
 
 from attnlab.explain.attribution import occlusion, random_relevance
 from attnlab.explain.faithfulness import (
-    HIGHER_IS_BETTER, aopc, bin_sizes, comprehensiveness, deletion_auc, deletion_curve,
-    faithfulness_table, insertion_auc, insertion_curve, masked_scorer, randomization_check,
-    randomize_weights, spearman, sufficiency,
+    HIGHER_IS_BETTER, METRICS, aopc, aopc_decompx, bin_sizes, comprehensiveness, deletion_auc, deletion_curve,
+    faithfulness_scores, faithfulness_table, insertion_auc, insertion_curve, masked_scorer, randomization_check,
+    randomize_weights, rank_agreement, spearman, sufficiency,
 )
 
 from attnlab.models import SequenceClassificationHead, SequenceClassifierOutput, create
@@ -206,3 +207,102 @@ def test_faithfulness_table_ranks_by_direction():
         faithfulness_table({"a": {"mystery": 1.0}})
     assert faithfulness_table({"a": {"mystery": 1.0}, "b": {"mystery": 2.0}},
                               higher_is_better={"mystery": True})[0]["method"] == "b"
+
+
+# ----------------------------------------------------------------------------- AOPC = deletion AUC
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_aopc_and_deletion_auc_are_one_metric(seed):
+    """AOPC + deletion AUC = s0 + (s0 − s_n)/(2n) for ANY ranking on a real (non-linear) model,
+    so the two always rank methods alike: only one may enter the mean rank."""
+    model, inputs = build(L=9, seed=seed)
+    score = masked_scorer(model, inputs, target, replace_id=MASK, protected=[0, 8])
+    n = 7
+    s0 = score(torch.ones(9, dtype=torch.bool))
+    s_n = score(torch.zeros(9, dtype=torch.bool))
+    gen = torch.Generator().manual_seed(seed)
+    sums = []
+    for _ in range(4):  # random rankings
+        r = torch.rand(9, generator=gen, dtype=torch.float64)
+        sums.append(aopc(score, r) + deletion_auc(score, r))
+        assert sums[-1] == pytest.approx(s0 + (s0 - s_n) / (2 * n), abs=1e-12)
+    assert aopc(score, r) != pytest.approx(aopc(score, -r))  # the ranking does matter to each alone
+
+
+def test_mean_rank_leaves_out_deletion_auc():
+    gen = torch.Generator().manual_seed(0)
+    model, inputs = build(L=8)
+    score = masked_scorer(model, inputs, target, replace_id=MASK, protected=[0, 7])
+    results = {f"m{i}": faithfulness_scores(score, torch.rand(8, generator=gen, dtype=torch.float64))
+               for i in range(4)}
+    rows = faithfulness_table(results)
+    independent = ("comprehensiveness", "sufficiency", "aopc", "insertion_auc")
+    for row in rows:
+        assert row["deletion_auc_rank"] == row["aopc_rank"]  # the twins always agree
+        assert row["mean_rank"] == pytest.approx(sum(row[f"{m}_rank"] for m in independent) / 4)
+    assert [r["mean_rank"] for r in rows] == sorted(r["mean_rank"] for r in rows)
+    # without AOPC in the table, deletion AUC is counted; ranked= chooses explicitly
+    alone = faithfulness_table({m: {"deletion_auc": v["deletion_auc"], "sufficiency": v["sufficiency"]}
+                                for m, v in results.items()})
+    assert all(r["mean_rank"] == (r["deletion_auc_rank"] + r["sufficiency_rank"]) / 2 for r in alone)
+    all_five = faithfulness_table(results, ranked=METRICS)
+    assert all(r["mean_rank"] == pytest.approx(sum(r[f"{m}_rank"] for m in METRICS) / 5) for r in all_five)
+
+
+# ----------------------------------------------------------------------------- DecompX's AOPC
+
+
+def brute_decompx(model, ids, relevance, special, mask_id):
+    """DecompX's AOPC written out: K = 0, 10, ..., 90 %, the floor(K·n/100) most relevant
+    non-special tokens -> [MASK], the drop of the predicted class's softmax probability."""
+    with torch.no_grad():
+        probs = torch.softmax(model(ids).logits[0], -1)
+        pred = int(probs.argmax())
+        free = [i for i in range(ids.shape[1]) if not special[i]]
+        by_relevance = sorted(free, key=lambda i: -float(relevance[i]))
+        drops = []
+        for K in range(0, 100, 10):
+            masked = ids.clone()
+            for i in by_relevance[:math.floor(K * len(free) / 100)]:
+                masked[0, i] = mask_id
+            drops.append(float(probs[pred] - torch.softmax(model(masked).logits[0], -1)[pred]))
+    return sum(drops) / 10
+
+
+@pytest.mark.parametrize("L", [6, 13, 25])
+def test_aopc_decompx_against_a_direct_loop(L):
+    model, inputs = build(L=L, seed=L)
+    ids = inputs["input_ids"]
+    special = torch.zeros(L, dtype=torch.bool)
+    special[[0, -1]] = True
+    with torch.no_grad():
+        pred = int(model(ids).logits[0].argmax())
+    prob = lambda out: out.logits[0].softmax(-1)[pred]
+    score = masked_scorer(model, inputs, prob, replace_id=MASK, protected=special)
+    gen = torch.Generator().manual_seed(L)
+    for _ in range(3):
+        r = torch.rand(L, generator=gen, dtype=torch.float64)
+        r[special] = 1e9  # specials are never masked, however relevant
+        assert aopc_decompx(score, r) == pytest.approx(brute_decompx(model, ids, r, special, MASK), abs=1e-12)
+    # n = 6 of L = 8: K·n/100 floors to 0, 0, 1, 1, 2, 3, 3, 4, 4, 5 tokens; K = 0 counts as a zero drop
+    s = additive([0.0, 6, 5, 4, 3, 2, 1, 0.0], protected=[0, 7])
+    ideal = torch.tensor([0.0, 6, 5, 4, 3, 2, 1, 0])
+    assert aopc_decompx(s, ideal) == pytest.approx((0 + 0 + 6 + 6 + 11 + 15 + 15 + 18 + 18 + 20) / 10)
+    with pytest.raises(ValueError, match="percents"):
+        aopc_decompx(s, ideal, percents=(0.1, 0.2))
+
+
+# ----------------------------------------------------------------------------- undefined correlation
+
+
+def test_a_constant_explanation_is_undefined_never_zero():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert math.isnan(rank_agreement(torch.ones(4), a))
+    assert math.isnan(rank_agreement(a, torch.full((4,), 2.0)))
+    assert math.isnan(rank_agreement(torch.tensor([5.0, 1.0, 1.0, 7.0]), a, keep=torch.tensor([0, 1, 1, 0]).bool()))
+    assert rank_agreement(a, -a) == pytest.approx(-1.0) and rank_agreement(a, -a, absolute=True) == pytest.approx(1.0)
+    model, _ = build(L=7)
+    rho = randomization_check({"flat": lambda m: torch.zeros(7), "fixed": lambda m: torch.arange(7.0)}, model,
+                              keep=torch.tensor([False, *[True] * 5, False]))
+    assert math.isnan(rho["flat"]) and rho["fixed"] == pytest.approx(1.0)

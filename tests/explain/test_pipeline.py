@@ -78,7 +78,7 @@ def test_faithfulness_table_and_heads(minilm, tmp_path):
     assert all("aopc" in r and "mean_rank" in r for r in rows)
     assert saved["randomization_examples"] == 3
     rho = {r["method"]: r["randomization"] for r in rows}
-    assert rho["random"] == 1.0  # the random baseline ignores the weights: it fails the sanity check
+    assert abs(rho["random"]) < 0.5  # independent draws for the two models: unrelated orders, not 1
     assert rho["rollout"] < 0.9 and rho["ig"] < 0.9
 
     report = heads_report(minilm, texts[:2], out_dir=tmp_path)
