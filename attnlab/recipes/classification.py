@@ -46,10 +46,14 @@ class DataSection(Config):
     """Where the labelled texts are and how validation is held out.
 
     Args:
-        dir: the folder holding ``train_file`` (required; e.g. ../shared/data/sst2).
+        dir: the folder holding ``train_file`` (e.g. ../shared/data/sst2); null downloads the
+            ``download`` release into the cache, when there is one.
+        download: "glue-sst2" (GLUE's SST-2 zip, its train.tsv and dev.tsv) or "none".
         format: "tsv" (``text<TAB>label`` with a header, SST-2), "csv" (``text,category``,
             Banking77) or "clinc" (CLINC150's JSON with train/val/oos_* keys).
         train_file: the training file inside ``dir``.
+        val_file: a validation file inside ``dir``, used when it exists (GLUE's dev.tsv); else
+            validation is held out of the training rows.
         val_fraction: share of the training rows held out for validation (stratified by label),
             when the data has no validation split of its own (CLINC150 has one).
         val_max: at most this many held-out validation rows (the rest go back to training).
@@ -58,8 +62,10 @@ class DataSection(Config):
     """
 
     dir: str | None = None
+    download: Literal["none", "glue-sst2"] = "none"
     format: Literal["tsv", "csv", "clinc"] = "tsv"
     train_file: str = "train.tsv"
+    val_file: str | None = None
     val_fraction: float = Field(0.05, gt=0, lt=1)
     val_max: int | None = Field(None, ge=1)
     seed: int = 0
@@ -161,6 +167,10 @@ class ClassificationRecipe(Recipe):
     def read_splits(self, cfg, log) -> dict[str, list[tuple[str, str, str]]]:
         """The train/val rows: CLINC's own validation, else a stratified hold-out of train."""
         d = cfg.data
+        if d.dir is None and d.download == "glue-sst2":
+            from ..data.glue import glue_sst2
+
+            d = d.model_copy(update={"dir": str(glue_sst2(log=log))})
         if d.dir is None:
             raise ConfigError(f"data.dir is required: the folder holding {d.train_file} "
                               f"(e.g. attnlab train {cfg.recipe} data.dir=../shared/data/{cfg.recipe})")
@@ -174,6 +184,8 @@ class ClassificationRecipe(Recipe):
                 raise DataError(f"{path}: needs the keys 'train' and 'val'")
             return {"train": train, "val": val}
         rows = read_labelled(path, d.format)
+        if d.val_file and (Path(d.dir) / d.val_file).is_file():
+            return {"train": rows, "val": read_labelled(Path(d.dir) / d.val_file, d.format)}
         return dict(zip(("train", "val"), _stratified_split(rows, d.val_fraction, d.val_max, d.seed)))
 
     def prepare(self, cfg, run_dir: Path, log, fresh: bool, read_data: bool = True) -> ClassificationData:

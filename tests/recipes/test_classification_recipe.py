@@ -158,3 +158,34 @@ def test_lora_run_saves_only_the_adapter_and_predicts(trained, data_dir, tmp_pat
     res = runner.invoke(app, ["predict", str(out), "the film was superb", "a dull and boring story"])
     assert res.exit_code == 0, res.output
     assert res.stdout.split() == ["1", "0"]
+
+
+def test_glue_sst2_download_through_a_file_url(tmp_path, tiny_bert):
+    """The GLUE release's zip (SST-2/train.tsv, dev.tsv, sentence<TAB>label) fetched from a file://
+    URL into the cache; dev.tsv then serves as validation."""
+    import zipfile
+
+    from attnlab.data.glue import glue_sst2
+    from attnlab.data.readers import DataError
+
+    rng = random.Random(5)
+    body = {name: "sentence\tlabel\n" + "".join(f"{_sentence(rng, y)}\t{y}\n" for y in [rng.randrange(2) for _ in range(n)])
+            for name, n in (("train.tsv", 50), ("dev.tsv", 12))}
+    zpath = tmp_path / "SST-2.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for name, text in body.items():
+            z.writestr(f"SST-2/{name}", text)
+        z.writestr("SST-2/test.tsv", "index\tsentence\n0\tx\n")
+    folder = glue_sst2(cache_dir=tmp_path / "cache", url=zpath.as_uri())
+    assert {p.name for p in folder.iterdir()} == {"train.tsv", "dev.tsv"}
+    assert (folder / "dev.tsv").read_text() == body["dev.tsv"]
+    with pytest.raises(DataError, match="not a zip archive"):
+        (tmp_path / "bad.zip").write_bytes(b"<html>")
+        glue_sst2(cache_dir=tmp_path / "cache2", url=(tmp_path / "bad.zip").as_uri())
+    assert not (tmp_path / "cache2" / "glue-sst2").exists()  # nothing partial written
+    # the recipe reads the downloaded folder; dev.tsv is the validation split
+    from attnlab.recipes import resolve_config
+
+    recipe, cfg, _ = resolve_config("sst2", [f"data.dir={folder}", f"model.init_from={tiny_bert}"])
+    splits = recipe.read_splits(cfg, print)
+    assert len(splits["train"]) == 50 and len(splits["val"]) == 12
