@@ -32,6 +32,8 @@ def explain(
     data: Path | None = None,
     limit: int | None = None,
     sanity: int = 8,
+    protocol: str = "default",
+    random_draws: int = 5,
     debug: bool = False,
 ) -> None:
     """Explain a model's output on a text: one relevance score per token by each method.
@@ -53,7 +55,8 @@ def explain(
 
     Args:
         args: MODEL_OR_RUN_DIR and the TEXT (an image file for a ViT or CNN), or the word eval and MODEL_OR_RUN_DIR.
-        method: comma-separated methods (default rollout,chefer,ig; for eval rollout,chefer,ig,occlusion,random).
+        method: comma-separated methods (default: every method that applies for a classifier, else
+            rollout,chefer,ig; for eval rollout,chefer,ig,occlusion,random).
         methods: the same as --method.
         out: the directory to write the files to.
         target: the explained scalar: logit[:K] (classifiers, image models), pooled or cosine (encoders), logprob[:T]
@@ -64,6 +67,10 @@ def explain(
         limit: eval: use at most this many lines.
         sanity: eval: run the model-randomisation check (Adebayo et al. 2018) on the first this many
             lines (0: skip it).
+        protocol: eval: "default" (the metrics above) or "decompx" (classifiers: DecompX's AOPC,
+            the drop in the predicted class's probability with 0, 10, ..., 90% of the tokens
+            masked, most relevant first).
+        random_draws: eval: draws of the random baseline averaged per text.
         debug: show tracebacks instead of one-line errors.
     """
     from attnlab.explain import evaluation as E
@@ -80,7 +87,10 @@ def explain(
         subject = _guarded(debug, lambda: P.load_subject(args[1]))
         if sanity < 0:
             fail(f"--sanity: must be 0 or more, got {sanity}")
-        rows = _guarded(debug, lambda: E.explain_eval(subject, texts, names, target, pair, out_dir=out, sanity=sanity))
+        if random_draws < 1:
+            fail(f"--random-draws: must be at least 1, got {random_draws}")
+        rows = _guarded(debug, lambda: E.explain_eval(subject, texts, names, target, pair, out_dir=out, sanity=sanity,
+                                                      protocol=protocol, random_draws=random_draws))
         E.print_table(rows, title=f"faithfulness over {len(texts)} examples (mean; rank 1 = best)")
         if out is not None:
             typer.echo(f"wrote {out / 'faithfulness.json'}")
@@ -93,8 +103,8 @@ def explain(
 
     if I.image_model_dir(args[0]):
         return _explain_image(Path(args[0]), Path(args[1]), chosen, target, out, debug)
-    names = (chosen or ",".join(P.DEFAULT_METHODS)).split(",")
     subject = _guarded(debug, lambda: P.load_subject(args[0]))
+    names = (chosen or ",".join(P.default_methods(subject))).split(",")
     ex = _guarded(debug, lambda: P.explain_text(subject, args[1], names, target, pair))
     for note in ex.info.get("notes", []):
         typer.echo(f"note: {note}", err=True)

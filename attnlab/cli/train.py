@@ -127,6 +127,30 @@ def predict(
 
 
 @command(app)
+def export(
+    run_dir: Path = typer.Argument(..., help="a run directory made by `attnlab train`"),
+    out: Path = typer.Option(..., help="the checkpoint directory to write"),
+    merge: bool = False,
+    debug: bool = False,
+) -> None:
+    """Write a trained run as a standalone checkpoint (config.json, model.safetensors, tokenizer)
+    that `load_pretrained` and `attnlab explain`/`serve` read.
+
+    Example: attnlab export runs/sst2-lora-20261201 --merge --out sst2-minilm
+
+    Args:
+        out: the directory to write.
+        merge: fold a LoRA/AdaLoRA/IA3/BitFit run's weights into its base model (needed for
+            such runs; prefix tuning and adapters cannot be merged).
+        debug: show tracebacks instead of one-line errors.
+    """
+    from attnlab.recipes.run import export_run
+
+    path = _guarded(debug, lambda: export_run(run_dir, out, merge, log=lambda m: typer.echo(m, err=True)))
+    typer.echo(f"wrote {path}")
+
+
+@command(app)
 def recipes() -> None:
     """List the training recipes and their presets, a line each."""
     from rich.console import Console

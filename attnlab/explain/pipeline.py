@@ -44,7 +44,8 @@ class Subject:
     """A model to explain. ``kind``: "encoder", "classifier" or "seq2seq"; ``data`` holds a
     seq2seq run's tokenizers (``src_tok``, ``tgt_tok``), ``recipe``/``cfg`` its recipe and config;
     ``rnn`` marks an RNN seq2seq model (attention over encoder states, one map per output step);
-    ``labels`` a classifier's class names (index = class id), when known."""
+    ``labels`` a classifier's class names (index = class id), when known; ``methods`` the
+    methods that apply when the task says (e.g. input methods only for a model without attention)."""
 
     model: nn.Module
     tokenizer: Any
@@ -56,9 +57,12 @@ class Subject:
     notes: list[str] = field(default_factory=list)
     rnn: bool = False
     labels: list[str] | None = None
+    methods: tuple[str, ...] | None = None
 
     def known_methods(self) -> tuple[str, ...]:
         """The method names that apply to this model."""
+        if self.methods is not None:
+            return self.methods
         if self.rnn:
             return RNN_ATTENTION + INPUT_METHODS
         return (SEQ2SEQ_ATTENTION if self.kind == "seq2seq" else tuple(METHODS)) + INPUT_METHODS
@@ -127,7 +131,7 @@ def _load_run(path: Path) -> Subject:
     info = recipe.explain_info(cfg, path)
     model = info["model"].eval()
     return Subject(model, info["tokenizer"], info["kind"], path.name, info.get("data"), recipe, cfg,
-                   rnn=isinstance(model, RNNSeq2Seq), labels=info.get("labels"))
+                   rnn=isinstance(model, RNNSeq2Seq), labels=info.get("labels"), methods=info.get("methods"))
 
 
 # ----------------------------------------------------------------------------- one example
@@ -225,6 +229,14 @@ def _source_embedding(subject: Subject):
         model.src_embed = shared
 
 
+def default_methods(subject: Subject) -> tuple[str, ...]:
+    """What ``attnlab explain`` runs without ``--method``: every method that applies to a
+    classifier; rollout, chefer and ig otherwise (where flow and occlusion grow costly)."""
+    if subject.kind == "classifier":
+        return subject.known_methods()
+    return tuple(m for m in DEFAULT_METHODS if m in subject.known_methods()) or subject.known_methods()
+
+
 def check_methods(methods: Sequence[str], kind: str, known: Sequence[str]) -> tuple[str, ...]:
     """The method names, deduplicated; an unknown one raises with the nearest name.
 
@@ -274,7 +286,9 @@ def explain_text(
 
 def _explain(subject: Subject, ex: Example, methods: Sequence[str], *, ig_steps: int = 64, seed: int = 0) -> Explanation:
     model, fn = subject.model, ex.target.fn
-    if subject.rnn:  # its per-step maps are stacked after use: no gradients w.r.t. them (and none needed)
+    if subject.rnn or all(m in INPUT_METHODS for m in methods):
+        # No attention method asked (or an RNN, whose per-step maps are stacked after use): no
+        # gradients w.r.t. the maps are needed.
         cap = capture(model, ex.inputs, tokens=ex.tokens)
         with torch.no_grad():
             value = float(fn(model(**ex.inputs)))

@@ -17,8 +17,9 @@ Names, by kind of model:
   given) under teacher forcing, end-of-sequence included; ``"logprob:T"`` the log-probability of
   output token ``T`` alone (0-based; attention methods then read decoder row ``T``).
 
-Every target also says which output row attention methods read (:attr:`Target.position`): the
-[CLS] row for a classifier, the mean over rows for a mean-pooled embedding or a whole output.
+Every target also says which output row attention methods read (:attr:`Target.position`): for a
+classifier the row its head pools (the [CLS] row, or the mean over rows for a mean-pooling
+head), the mean over rows for a mean-pooled embedding or a whole output.
 """
 
 from __future__ import annotations
@@ -140,9 +141,15 @@ def _class_target(model: nn.Module, inputs: dict[str, Any], base: str, arg: str)
         how = "class"
     else:
         k, how = int(logits[0].argmax()), "predicted class"
+    config = getattr(model, "config", None)
+    names = getattr(config, "label_names", None)
+    what = f"{how} {k}" + (f" ({names[k]!r})" if names and k < len(names) else "")
+    # The row attention methods read follows the head's pooling: all rows for a mean-pooled
+    # head, the [CLS] row otherwise (cls, BERT's pooler).
+    row = "mean" if getattr(config, "pooling", "cls") == "mean" else 0
     if base == "prob":
-        return Target(lambda out: out.logits[0].softmax(-1)[k], f"probability of {how} {k}", 0)
-    return Target(lambda out: out.logits[0, k], f"logit of {how} {k}", 0)
+        return Target(lambda out: out.logits[0].softmax(-1)[k], f"probability of {what}", row)
+    return Target(lambda out: out.logits[0, k], f"logit of {what}", row)
 
 
 __all__ = ["Target", "make_target", "mean_pooled", "TARGETS", "DEFAULT_TARGET", "KINDS_OF"]

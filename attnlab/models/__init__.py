@@ -12,6 +12,7 @@ from .outputs import EncoderOutput, SequenceClassifierOutput
 from .checkpoint import CheckpointError, PretrainedModel, copy_weights, read_state_dict
 from .encoder import Encoder, EncoderConfig, Pooler
 from .classifier import ClassifierConfig, SequenceClassifier
+from .bilstm_classifier import BiLSTMClassifier, BiLSTMClassifierConfig
 from .decoder import CausalLMOutput, Decoder, DecoderConfig
 from .vit import ViT, ViTConfig
 from .cnn_attention import CNNAttention, CNNAttentionConfig
@@ -34,6 +35,7 @@ __all__ = [
     "EncoderOutput", "SequenceClassifierOutput",
     "PretrainedModel", "CheckpointError", "read_state_dict", "copy_weights",
     "Encoder", "EncoderConfig", "Pooler", "ClassifierConfig", "SequenceClassifier",
+    "BiLSTMClassifier", "BiLSTMClassifierConfig",
     "Decoder", "DecoderConfig", "CausalLMOutput", "GenerationMixin", "generate",
     "EncoderDecoder", "EncoderDecoderConfig",
     "ViT", "ViTConfig", "CNNAttention", "CNNAttentionConfig",

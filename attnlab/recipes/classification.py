@@ -95,6 +95,21 @@ class ModelSection(Config):
     options: dict[str, Any] = {}
 
 
+class TokenizerSection(Config):
+    """The tokenizer of a model trained from scratch (with ``model.init_from`` the checkpoint's is
+    used): trained on the training texts, saved with the run.
+
+    Args:
+        kind: "bpe" (subwords) or "char".
+        vocab_size: BPE vocabulary size, specials included.
+        min_frequency: the least count of a pair BPE merges.
+    """
+
+    kind: Literal["bpe", "char"] = "bpe"
+    vocab_size: int = Field(16000, ge=8)
+    min_frequency: int = Field(2, ge=1)
+
+
 class EvalSection(Config):
     """Evaluation.
 
@@ -123,6 +138,7 @@ class ClassificationConfig(Config):
     description: str = ""
     data: DataSection = DataSection()
     model: ModelSection = ModelSection()
+    tokenizer: TokenizerSection = TokenizerSection()
     finetune: FinetuneConfig = FinetuneConfig()
     train: TrainConfig = TrainConfig(batch_size=32, metric="accuracy", mode="max")
     eval: EvalSection = EvalSection()
@@ -211,9 +227,15 @@ class ClassificationRecipe(Recipe):
             pretrained = source
             if fresh and not tok_dir.exists():
                 _copy_tokenizer(source.tokenizer_dir, tok_dir)
+        elif fresh and not tok_dir.exists():
+            from ..data import save_tokenizer, train_bpe, train_chars
+
+            texts = [t for t, _, _ in splits["train"]]
+            t = cfg.tokenizer
+            tok = train_chars(texts) if t.kind == "char" else train_bpe(texts, t.vocab_size, t.min_frequency)
+            save_tokenizer(tok, tok_dir)
         if not tok_dir.exists():
-            raise ConfigError("model.init_from is required for text classification (the pretrained "
-                              "checkpoint whose tokenizer and encoder are fine-tuned)")
+            raise ValueError(f"{run_dir}: no tokenizer/; not a trained classification run")
         data = ClassificationData(load_tokenizer(tok_dir), labels, splits, cfg.data.max_len, threshold, pretrained)
         for split, rows in splits.items():
             self.check_labels(data, rows, Path(cfg.data.dir or ".") / cfg.data.train_file, split == "train")
@@ -270,7 +292,8 @@ class ClassificationRecipe(Recipe):
         from ..models.classifier import ClassifierConfig
 
         m = cfg.model
-        head = {"num_labels": len(data.labels), "pooling": m.pooling, "head_dropout": m.head_dropout}
+        head = {"num_labels": len(data.labels), "pooling": m.pooling, "head_dropout": m.head_dropout,
+                "label_names": list(data.labels)}
         if data.pretrained is not None:
             enc_cfg = data.pretrained.encoder_config()
             if m.dropout is not None:
@@ -279,9 +302,16 @@ class ClassificationRecipe(Recipe):
                 enc_cfg = dataclasses.replace(enc_cfg, pooler=False)
             config = ClassifierConfig.from_encoder(enc_cfg, **head)
             return config.replace(**m.options).build() if m.options else config.build()
-        kw = dict(head, vocab_size=data.tokenizer.vocab_size, **m.options)
+        base = get_config(m.name)
+        if base.family not in ("classifier", "bilstm_classifier"):
+            raise ConfigError(f"model.name={m.name!r} is a {base.family} model; text classification needs a "
+                              "classifier or bilstm_classifier preset")
+        fields = set(type(base).field_names())
+        kw = {k: v for k, v in head.items() if k in fields and (v is not None or k == "label_names")}
+        kw.update(vocab_size=data.tokenizer.vocab_size, pad_token_id=data.tokenizer.pad_token_id)
         if m.dropout is not None:
-            kw.update(dropout=m.dropout, attn_dropout=m.dropout)
+            kw.update({k: m.dropout for k in ("dropout", "attn_dropout") if k in fields})
+        kw.update(m.options)
         return get_config(m.name, **kw).build()
 
     def init_weights(self, cfg, model: nn.Module, log) -> nn.Module:
@@ -291,6 +321,8 @@ class ClassificationRecipe(Recipe):
         if source is not None:
             log(source.copy_into(model))
         ft = cfg.finetune
+        if ft.method == "full":  # every weight trains: nothing to apply
+            return model
         if ft.method == "adalora" and ft.total_step is None:  # AdaLoRA's budget schedule needs the run's length
             if cfg.train.max_steps is None:
                 raise ConfigError("finetune.method=adalora needs train.max_steps (or finetune.total_step)")
@@ -381,9 +413,15 @@ class ClassificationRecipe(Recipe):
         return [f"{n}\t{float(p[i].max()):.4f}" for i, n in enumerate(names)]
 
     def explain_info(self, cfg, run_dir: Path) -> dict:
-        """What ``attnlab explain`` needs: a classifier whose target is the predicted class's logit."""
+        """What ``attnlab explain`` needs: a classifier whose target is the predicted class's logit
+        (a model without self-attention, the BiLSTM, gets the input methods only)."""
+        from ..attention import MultiHeadAttention
+
         model, data = self.load_run(cfg, run_dir)
-        return {"model": model, "tokenizer": data.tokenizer, "kind": "classifier", "labels": data.labels}
+        info = {"model": model, "tokenizer": data.tokenizer, "kind": "classifier", "labels": data.labels}
+        if not any(isinstance(m, MultiHeadAttention) for m in model.modules()):
+            info["methods"] = ("ig", "occlusion", "random")
+        return info
 
 
 def classification_metrics(pred: list[str], gold: list[str], oos: bool = False) -> dict:

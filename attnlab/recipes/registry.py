@@ -14,28 +14,31 @@ from pathlib import Path
 import yaml
 
 from ..config import ConfigError, _yaml_load, load_config, preset_path
+from ..registry import Registry
 
 __all__ = ["register_recipe", "get_recipe", "recipe_names", "preset_names", "resolve_config", "load_run_config"]
 
-RECIPES: dict[str, object] = {}
+# One instance per recipe class; the same class registered again (a module imported twice) replaces it.
+RECIPES: Registry[object] = Registry("recipe", same=lambda old, new: type(old) is type(new))
 
 
 def register_recipe(cls):
-    """Class decorator: register a recipe under ``cls.name``."""
-    RECIPES[cls.name] = cls()
+    """Class decorator: register a recipe (an instance of ``cls``) under ``cls.name``.
+
+    Raises:
+        ValueError: another recipe class already has that name.
+    """
+    RECIPES.register(cls.name, cls())
     return cls
 
 
 def recipe_names() -> list[str]:
-    return sorted(RECIPES)
+    return RECIPES.names()
 
 
 def get_recipe(name: str):
-    if name not in RECIPES:
-        near = difflib.get_close_matches(str(name), list(RECIPES), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else f" (recipes: {', '.join(recipe_names())})"
-        raise ConfigError(f"unknown recipe '{name}'{hint}")
-    return RECIPES[name]
+    """The recipe registered under ``name``; ConfigError with the nearest name otherwise."""
+    return RECIPES.get(name)
 
 
 def preset_names() -> list[str]:

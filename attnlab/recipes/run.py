@@ -11,7 +11,7 @@ from ..io import write_json
 from ..train.rundir import CONFIG_FILE, RunDirError, check_run_dir, new_run_dir
 from .registry import load_run_config, resolve_config
 
-__all__ = ["train_run", "eval_run", "predict_run"]
+__all__ = ["train_run", "eval_run", "predict_run", "export_run"]
 
 
 def train_run(recipe_or_yaml: str | None, overrides: list[str], *, out: Path | None = None,
@@ -87,3 +87,40 @@ def predict_run(run_dir: Path, texts: list[str], overrides: list[str] = (), log:
     return recipe.predict(cfg, run_dir, texts, log, **options)
 
 
+def export_run(run_dir: Path, out: Path, merge: bool = False, log: Callable[[str], None] = print) -> Path:
+    """A standalone checkpoint of a trained run in ``out`` (``config.json``, ``model.safetensors``
+    and the tokenizer files) that :func:`attnlab.models.load_pretrained` reads.
+
+    Args:
+        run_dir: the run.
+        out: the directory to write (created; existing files of the same names are replaced).
+        merge: fold a LoRA/AdaLoRA/IA³/BitFit run's weights into the base (required for such a
+            run; prefix tuning and adapters cannot be merged).
+    """
+    import shutil
+
+    from ..finetune.method import is_applied
+    from ..io import atomic_path
+    from ..train.rundir import TOKENIZER_DIR
+
+    run_dir = check_run_dir(run_dir)
+    recipe, cfg = load_run_config(run_dir)
+    model, _ = recipe.load_run(cfg, run_dir, log)
+    if is_applied(model):
+        from ..finetune import merge as merge_method
+        from ..finetune import method_of
+
+        name = method_of(model).name
+        if not merge:
+            raise ValueError(f"{run_dir} is a {name} run (an adapter beside its base); pass --merge to fold it "
+                             "into a standalone checkpoint")
+        model = merge_method(model)
+        log(f"merged the {name} weights into the base model")
+    out = Path(out)
+    model.save_pretrained(out)
+    tok = run_dir / TOKENIZER_DIR
+    for src in sorted(tok.iterdir()) if tok.is_dir() else ():
+        if src.is_file():
+            with atomic_path(out / src.name) as tmp:
+                shutil.copyfile(src, tmp)
+    return out

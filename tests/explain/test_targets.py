@@ -58,3 +58,21 @@ def test_prob_errors(classifier):
         make_target("prob", "encoder", model, inputs)
     with pytest.raises(ValueError, match=r"prob\[:K\]"):
         make_target("probability", "classifier", model, inputs)
+
+
+def test_the_explained_row_follows_the_classifier_pooling():
+    """A [CLS]- or pooler-pooled classifier is read at row 0; a mean-pooled one over all rows; the
+    label name shows in the description."""
+    import torch
+
+    from attnlab.explain.targets import make_target
+    from attnlab.models import create
+
+    inputs = {"input_ids": torch.tensor([[2, 5, 7, 3]])}
+    for pooling, row in (("cls", 0), ("pooler", 0), ("mean", "mean")):
+        torch.manual_seed(0)
+        model = create("classifier-tiny", pooling=pooling, pooler=pooling == "pooler", label_names=["neg", "pos"]).eval()
+        t = make_target("logit", "classifier", model, inputs)
+        assert t.position == row
+        k = int(model(**inputs).logits[0].argmax())
+        assert ["neg", "pos"][k] in t.description

@@ -101,6 +101,27 @@ def test_explains_the_predicted_class(trained, tmp_path):
     rel = json.loads((tmp_path / "ex" / "relevances.json").read_text())
     assert "logit" in rel["target"] and set(rel["methods"]) == {"rollout", "ig", "random"}
     assert "superb" in rel["tokens"]
+    # without --method a classifier gets every method that applies
+    res = runner.invoke(app, ["explain", str(out), "the story was superb"])
+    assert res.exit_code == 0, res.output
+    header = next(line for line in res.stdout.splitlines() if line.startswith("token"))
+    assert header.split()[1:] == ["raw", "rollout", "flow", "chefer", "attn_x_grad", "ig", "occlusion", "random"]
+
+
+def test_explain_eval_on_a_classifier_run(trained, data_dir, tmp_path):
+    """The faithfulness table, and DecompX's AOPC protocol, on the fine-tuned classifier."""
+    out, _ = trained
+    texts = [line.split("\t")[0] for line in (data_dir / "heldout.tsv").read_text().splitlines()[1:9]]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    for protocol, column in (("default", "comprehensiveness"), ("decompx", "aopc_decompx")):
+        res = runner.invoke(app, ["explain", "eval", str(out), "--data", str(tmp_path / "texts.txt"), "--methods",
+                                  "rollout,ig,random", "--protocol", protocol, "--sanity", "4",
+                                  "--out", str(tmp_path / protocol)])
+        assert res.exit_code == 0, res.output
+        report = json.loads((tmp_path / protocol / "faithfulness.json").read_text())
+        assert report["protocol"] == protocol and report["examples"] == 8
+        rows = report["table"]
+        assert {r["method"] for r in rows} == {"rollout", "ig", "random"} and all(column in r for r in rows)
 
 
 def _fails(args, *needles):
@@ -159,6 +180,28 @@ def test_lora_run_saves_only_the_adapter_and_predicts(trained, data_dir, tmp_pat
     assert res.exit_code == 0, res.output
     assert res.stdout.split() == ["1", "0"]
 
+    # export: refused without --merge; merged, a standalone checkpoint with the same logits
+    _fails(["export", str(out), "--out", str(tmp_path / "plain")], "lora run", "--merge")
+    res = runner.invoke(app, ["export", str(out), "--merge", "--out", str(tmp_path / "merged")])
+    assert res.exit_code == 0, res.output
+    import torch
+
+    from attnlab.data import load_tokenizer
+    from attnlab.models import load_pretrained
+    from attnlab.recipes import load_run_config
+
+    recipe, cfg = load_run_config(out)
+    adapter_model, data = recipe.load_run(cfg, out)
+    merged = load_pretrained(tmp_path / "merged")
+    assert merged.config.label_names == ["0", "1"]
+    tok = load_tokenizer(tmp_path / "merged")
+    batch = dict(tok(["the film was superb", "a dull and boring story"], padding=True, return_tensors="pt"))
+    with torch.no_grad():
+        a = adapter_model(**batch).logits
+        b = merged(**batch).logits
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert not any(k for k in merged.state_dict() if "lora" in k)
+
 
 def test_glue_sst2_download_through_a_file_url(tmp_path, tiny_bert):
     """The GLUE release's zip (SST-2/train.tsv, dev.tsv, sentence<TAB>label) fetched from a file://
@@ -189,3 +232,21 @@ def test_glue_sst2_download_through_a_file_url(tmp_path, tiny_bert):
     recipe, cfg, _ = resolve_config("sst2", [f"data.dir={folder}", f"model.init_from={tiny_bert}"])
     splits = recipe.read_splits(cfg, print)
     assert len(splits["train"]) == 50 and len(splits["val"]) == 12
+
+
+def test_bilstm_from_scratch_trains_its_own_tokenizer_and_explains_with_input_methods(data_dir, tmp_path):
+    out = tmp_path / "bilstm"
+    res = runner.invoke(app, ["train", "sst2-bilstm", f"data.dir={data_dir}", "model.name=bilstm-classifier-tiny",
+                              "tokenizer.vocab_size=200", "data.val_fraction=0.1", *TINY, "train.optim.lr=1e-2",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "tokenizer" / "tokenizer.json").is_file() and "init_from" not in res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["val"]["accuracy"] >= 0.9, report["val"]
+    res = runner.invoke(app, ["predict", str(out), "the film was superb", "a dull and boring story"])
+    assert res.stdout.split() == ["1", "0"]
+    res = runner.invoke(app, ["explain", str(out), "the story was superb"])
+    assert res.exit_code == 0, res.output
+    header = next(line for line in res.stdout.splitlines() if line.startswith("token"))
+    assert header.split()[1:] == ["ig", "occlusion", "random"]
+    _fails(["explain", str(out), "the story was superb", "--method", "rollout"], "unknown method 'rollout'")
