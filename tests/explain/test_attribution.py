@@ -3,27 +3,18 @@ loop, and the random baseline's reproducibility."""
 
 import pytest
 import torch
-from torch import nn
 
 from attnlab.explain.attribution import integrated_gradients, occlusion, random_relevance
-from attnlab.models import SequenceClassificationHead, SequenceClassifierOutput, create
+from attnlab.models import create
 
 PAD, MASK = 0, 3
 
 
-class Classifier(nn.Module):
-    """encoder-tiny with a small linear head (there is no classification preset). init_std=0.2,
-    ten times BERT's, makes the random model clearly non-linear along the IG path (with 0.02
-    even a two-point rule is complete to 1e-3, and the completeness test would test nothing)."""
-
-    def __init__(self, pooling="cls"):
-        super().__init__()
-        self.encoder = create("encoder-tiny", pooler=False, init_std=0.2)
-        self.head = SequenceClassificationHead(self.encoder.config.d_model, num_labels=2, pooling=pooling)
-
-    def forward(self, input_ids, attention_mask=None, **kwargs):
-        h = self.encoder(input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state  # (B, L, D)
-        return SequenceClassifierOutput(logits=self.head(h, attention_mask))  # (B, 2)
+def Classifier(pooling="cls"):
+    """The registered classifier-tiny (2 classes). init_std=0.2, ten times BERT's, makes the random
+    model clearly non-linear along the IG path (with 0.02 even a two-point rule is complete to
+    1e-3, and the completeness test would test nothing)."""
+    return create("classifier-tiny", num_labels=2, pooling=pooling, pooler=False, init_std=0.2)
 
 
 def build(pooling="cls", L=7, seed=0):

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from attnlab.explain.attribution import occlusion, random_relevance
 from attnlab.explain.faithfulness import (
@@ -16,23 +15,14 @@ from attnlab.explain.faithfulness import (
     randomize_weights, rank_agreement, spearman, sufficiency,
 )
 
-from attnlab.models import SequenceClassificationHead, SequenceClassifierOutput, create
+from attnlab.models import create
 
 MASK = 3
 
 
-class Classifier(nn.Module):
-    """encoder-tiny with a linear head on mean pooling (the same as in test_attribution.py;
-    test modules do not import each other under --import-mode=importlib)."""
-
-    def __init__(self):
-        super().__init__()
-        self.encoder = create("encoder-tiny", pooler=False)
-        self.head = SequenceClassificationHead(self.encoder.config.d_model, num_labels=2, pooling="mean")
-
-    def forward(self, input_ids, attention_mask=None):
-        h = self.encoder(input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, D)
-        return SequenceClassifierOutput(logits=self.head(h, attention_mask))  # (B, 2)
+def Classifier():
+    """The registered classifier-tiny on mean pooling (2 classes)."""
+    return create("classifier-tiny", num_labels=2, pooling="mean", pooler=False)
 
 
 def build(L, seed=0):

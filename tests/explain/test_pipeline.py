@@ -95,31 +95,12 @@ def test_faithfulness_table_and_heads(minilm, tmp_path):
 
 
 def test_classifier_logit_target_reads_the_cls_row(minilm):
-    from dataclasses import dataclass
-
-    from torch import Tensor, nn
-
     from attnlab.explain.pipeline import Subject
-    from attnlab.models.encoder import Encoder, EncoderConfig
+    from attnlab.models.classifier import ClassifierConfig
 
-    @dataclass
-    class Out:
-        logits: Tensor
-        attentions: tuple | None = None
-
-    class Classifier(nn.Module):  # a tiny random BERT-style classifier on MiniLM's vocabulary
-        def __init__(self):
-            super().__init__()
-            self.encoder = Encoder(EncoderConfig(d_model=32, num_layers=2, num_heads=2, ffn_dim=64,
-                                                 dropout=0.0, attn_dropout=0.0))
-            self.embeddings, self.layers = self.encoder.embeddings, self.encoder.layers
-            self.head = nn.Linear(32, 3)
-
-        def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_attentions=False,
-                    head_mask=None):
-            out = self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                               output_attentions=output_attentions, head_mask=head_mask)
-            return Out(self.head(out.pooler_output), out.attentions)
+    def Classifier():  # a tiny random BERT-style classifier on MiniLM's vocabulary, read through BERT's pooler
+        return ClassifierConfig(d_model=32, num_layers=2, num_heads=2, ffn_dim=64, dropout=0.0, attn_dropout=0.0,
+                                num_labels=3, pooling="pooler").build()
 
     torch.manual_seed(0)
     subject = Subject(Classifier().eval(), minilm.tokenizer, "classifier", "tiny")
