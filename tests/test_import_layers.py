@@ -10,7 +10,7 @@ import attnlab
 
 ROOT = pathlib.Path(attnlab.__file__).parent
 LAYER = {
-    "io": 0, "config": 0.5, "plotting": 0.5,
+    "io": 0, "config": 0.5, "plotting": 0.5, "registry": 0.75,
     "attention": 1, "data": 1,
     "layers": 2,
     "models": 3,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .kernels import AttentionRequest, get_kernel, kernel_names
+from .kernels import KERNELS, AttentionRequest, get_kernel, kernel_names
 from .masks import MaskMod, ScoreMod
 
 
@@ -101,10 +101,9 @@ def pick_kernel(req: AttentionRequest) -> str:
 
 
 def _get(name: str):
-    try:
-        return get_kernel(name)
-    except ValueError as e:
-        raise AttentionInputError(str(e)) from None
+    if name not in KERNELS:
+        raise AttentionInputError(f"attend: {KERNELS.unknown(name, also=('auto',))}")
+    return KERNELS.get(name)
 
 
 def _shape(t) -> str:

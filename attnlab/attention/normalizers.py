@@ -21,9 +21,10 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registry
 from .kernels.math import safe_softmax
 
-_NORMALIZERS: dict[str, Callable[..., Callable[[Tensor], Tensor]]] = {}
+NORMALIZERS: Registry[Callable[..., Callable[[Tensor], Tensor]]] = Registry("normalizer", known="known normalizers")
 
 
 def register_normalizer(name: str):
@@ -31,15 +32,11 @@ def register_normalizer(name: str):
 
     Args:
         name: the name :func:`create_normalizer` looks up.
+
+    Raises:
+        ValueError: another factory is already registered under ``name``.
     """
-
-    def deco(factory):
-        if name in _NORMALIZERS:
-            raise ValueError(f"normalizer {name!r} is already registered")
-        _NORMALIZERS[name] = factory
-        return factory
-
-    return deco
+    return NORMALIZERS.register(name)
 
 
 def create_normalizer(name: str, **kwargs) -> Callable[[Tensor], Tensor]:
@@ -49,17 +46,12 @@ def create_normalizer(name: str, **kwargs) -> Callable[[Tensor], Tensor]:
         name: a registered name (see :func:`normalizer_names`).
         **kwargs: passed to its constructor (``k`` for topk; ``tau``, ``hard`` for gumbel).
     """
-    try:
-        factory = _NORMALIZERS[name]
-    except KeyError:
-        known = ", ".join(normalizer_names())
-        raise ValueError(f"unknown normalizer {name!r}; known normalizers: {known}") from None
-    return factory(**kwargs)
+    return NORMALIZERS.get(name)(**kwargs)
 
 
 def normalizer_names() -> list[str]:
     """Names of all registered normalisers."""
-    return sorted(_NORMALIZERS)
+    return NORMALIZERS.names()
 
 
 def _alive(scores: Tensor) -> Tensor:

@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from ..registry import Registry
 from .kernels.math import repeat_kv
 
-_SCORES: dict[str, type["Score"]] = {}
+SCORES: Registry[type["Score"]] = Registry("score", known="known scores")
 
 
 def register_score(name: str) -> Callable[[type["Score"]], type["Score"]]:
@@ -38,13 +39,14 @@ def register_score(name: str) -> Callable[[type["Score"]], type["Score"]]:
 
     Args:
         name: the name :func:`create_score` looks up.
+
+    Raises:
+        ValueError: another class is already registered under ``name``.
     """
 
     def deco(cls: type[Score]) -> type[Score]:
-        if name in _SCORES:
-            raise ValueError(f"score {name!r} is already registered")
+        SCORES.register(name, cls)
         cls.name = name
-        _SCORES[name] = cls
         return cls
 
     return deco
@@ -59,16 +61,12 @@ def create_score(name: str, *, head_dim: int, num_heads: int, **kwargs) -> "Scor
         num_heads: H, the number of query heads (per-head parameters are sized by it).
         **kwargs: passed to the score's constructor (e.g. ``init_scale`` for cosine).
     """
-    try:
-        cls = _SCORES[name]
-    except KeyError:
-        raise ValueError(f"unknown score {name!r}; known scores: {', '.join(score_names())}") from None
-    return cls(head_dim=head_dim, num_heads=num_heads, **kwargs)
+    return SCORES.get(name)(head_dim=head_dim, num_heads=num_heads, **kwargs)
 
 
 def score_names() -> list[str]:
     """Names of all registered score functions."""
-    return sorted(_SCORES)
+    return SCORES.names()
 
 
 class Score(nn.Module):

@@ -127,11 +127,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that mean bad input: shown as one line (exit 2) unless --debug."""
     from attnlab.config import ConfigError
     from attnlab.data.readers import DataError
-    from attnlab.models.registry import ConfigError as ModelConfigError
     from attnlab.train.checkpoint import TrainCheckpointError
     from attnlab.train.rundir import RunDirError
 
-    return (ConfigError, ModelConfigError, DataError, TrainCheckpointError, RunDirError, FileNotFoundError, ValueError)
+    return (ConfigError, DataError, TrainCheckpointError, RunDirError, FileNotFoundError, ValueError)
 
 
 def _guarded(debug: bool, fn: Callable):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..io import write_text
+from ..registry import Registry
 
 MONTHS = [  # English, whatever the locale
     "January", "February", "March", "April", "May", "June", "July", "August",
@@ -41,17 +42,20 @@ WEEKDAYS_ABBR = [w[:3] for w in WEEKDAYS]
 TWO_DIGIT_YEARS = range(1969, 2069)
 
 Formatter = Callable[[dt.date, random.Random], str]
-DATE_FORMATS: dict[str, Formatter] = {}
+# Iterated in registration order by make_splits, so the order is part of the data.
+DATE_FORMATS: Registry[Formatter] = Registry("date format")
 SHORT_YEAR_FORMATS: set[str] = set()
 
 
 def register(name: str, *, short_year: bool = False) -> Callable[[Formatter], Formatter]:
-    """Register a format under ``name``; ``short_year`` marks one that writes a 2-digit year."""
+    """Register a format under ``name``; ``short_year`` marks one that writes a 2-digit year.
+
+    Raises:
+        ValueError: another format is already registered under ``name``.
+    """
 
     def deco(fn: Formatter) -> Formatter:
-        if name in DATE_FORMATS:
-            raise ValueError(f"date format {name!r} is already registered")
-        DATE_FORMATS[name] = fn
+        DATE_FORMATS.register(name, fn)
         if short_year:
             SHORT_YEAR_FORMATS.add(name)
         return fn
@@ -116,7 +120,7 @@ register("yyyy_month_d")(lambda d, r: f"{d.year} {_month(d, r)} {d.day}")
 def supports(fmt_name: str, date: dt.date) -> bool:
     """Whether ``fmt_name`` writes ``date`` faithfully (2-digit years only for 1969-2068)."""
     if fmt_name not in DATE_FORMATS:
-        raise KeyError(f"unknown date format {fmt_name!r}; known: {sorted(DATE_FORMATS)}")
+        raise DATE_FORMATS.unknown(fmt_name)  # a ConfigError, with the nearest name
     return fmt_name not in SHORT_YEAR_FORMATS or date.year in TWO_DIGIT_YEARS
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..io import write_json
+from ..registry import Registry
 from .attribution import random_relevance
 from .faithfulness import (
     ScoreFn, aopc_decompx, faithfulness_scores, faithfulness_table, masked_scorer, randomize_weights, rank_agreement,
@@ -55,20 +56,20 @@ class Protocol:
     description: str = ""
 
 
-PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
+PROTOCOLS: Registry[Protocol] = Registry("faithfulness protocol")
+for _p in (
     Protocol("default", faithfulness_scores, description="ERASER comprehensiveness and sufficiency, AOPC, "
              "deletion and insertion AUC on the chosen target"),
     Protocol("decompx", lambda score, r: {"aopc_decompx": aopc_decompx(score, r)}, "prob", ("classifier",),
              "DecompX's AOPC (Modarressi et al. 2023): 0, 10, ..., 90% of the tokens -> [MASK], the "
              "predicted class's probability drop"),
-)}
+):
+    PROTOCOLS.register(_p.name, _p)
 
 
 def _protocol(name: str, subject: Subject, target: str | None) -> tuple[Protocol, str | None]:
     """The protocol ``name`` and the target to explain (its own when it has one)."""
-    if name not in PROTOCOLS:
-        raise ValueError(f"unknown faithfulness protocol {name!r}; known: {', '.join(PROTOCOLS)}")
-    p = PROTOCOLS[name]
+    p = PROTOCOLS.get(name)
     if subject.kind not in p.kinds:
         raise ValueError(f"protocol {name!r} applies to {' and '.join(p.kinds)} models, not a {subject.kind}")
     if p.target is None:

@@ -18,12 +18,13 @@ Methods are registered by name in :data:`METHODS` with one signature,
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+from ..registry import Registry
 
 Maps = Sequence[Tensor] | Tensor
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -344,30 +345,27 @@ class Method:
         return self.fn(attns, grads, **options)
 
 
-METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("explanation method")
 
 
 def register_method(name: str, needs_grads: bool = False, description: str = ""):
-    """Decorator: register ``fn(attns, grads=None, **options) -> Tensor`` under ``name``."""
+    """Decorator: register ``fn(attns, grads=None, **options) -> Tensor`` under ``name``.
+
+    Raises:
+        ValueError: another method is already registered under ``name``.
+    """
 
     def deco(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        if name in METHODS:
-            raise ValueError(f"explanation method {name!r} is already registered")
         doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        METHODS[name] = Method(name, fn, needs_grads, doc)
+        METHODS.register(name, Method(name, fn, needs_grads, doc))
         return fn
 
     return deco
 
 
 def get_method(name: str) -> Method:
-    """The method registered under ``name``; an unknown name suggests the nearest."""
-    try:
-        return METHODS[name]
-    except KeyError:
-        near = difflib.get_close_matches(name, list(METHODS), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ValueError(f"unknown explanation method {name!r}{hint}; known: {', '.join(sorted(METHODS))}") from None
+    """The method registered under ``name``; an unknown name suggests the nearest (ConfigError)."""
+    return METHODS.get(name)
 
 
 register_method("raw", description="one layer's attention, mean over heads")(

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from torch import Tensor, nn
 
+from ..registry import Registry
 from .config import FinetuneConfig
 
 
@@ -52,28 +53,26 @@ class FinetuneMethod(Protocol):
         """A term to add to the training loss, or None."""
 
 
-_METHODS: dict[str, FinetuneMethod] = {}
+METHODS: Registry[FinetuneMethod] = Registry("fine-tuning method")
 
 
 def register_method(method: FinetuneMethod) -> FinetuneMethod:
-    """Register ``method`` under ``method.name``; a second registration of a name is an error."""
-    if method.name in _METHODS:
-        raise ValueError(f"fine-tuning method {method.name!r} is already registered")
-    _METHODS[method.name] = method
-    return method
+    """Register ``method`` under ``method.name``.
+
+    Raises:
+        ValueError: another method already has that name.
+    """
+    return METHODS.register(method.name, method)
 
 
 def get_method(name: str) -> FinetuneMethod:
-    """The method registered under ``name``."""
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown fine-tuning method {name!r}; known: {', '.join(method_names())}") from None
+    """The method registered under ``name``; ConfigError (a ValueError) naming the known ones otherwise."""
+    return METHODS.get(name)
 
 
 def method_names() -> list[str]:
     """Names of the registered methods, sorted."""
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 # ----------------------------------------------------------------------------- the record

@@ -15,33 +15,37 @@ from typing import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import Registry
+
 Activation = Callable[[Tensor], Tensor]
-_ACTIVATIONS: dict[str, Activation] = {}
+ACTIVATIONS: Registry[Activation] = Registry("activation")
 # Gated variants: name -> the activation applied to the gate.
 _GATED: dict[str, str] = {"swiglu": "silu", "geglu": "gelu"}
 
 
 def register_activation(name: str, fn: Activation) -> Activation:
-    """Register an elementwise activation ``Tensor -> Tensor`` under ``name``."""
-    if name in _ACTIVATIONS or name in _GATED:
-        raise ValueError(f"activation {name!r} is already registered")
-    _ACTIVATIONS[name] = fn
-    return fn
+    """Register an elementwise activation ``Tensor -> Tensor`` under ``name``.
+
+    Raises:
+        ValueError: ``name`` is a gated variant, or another function is registered under it.
+    """
+    if name in _GATED:
+        raise ValueError(f"activation {name!r} is already registered (a gated variant)")
+    return ACTIVATIONS.register(name, fn)
 
 
 def get_activation(name: str | Activation) -> Activation:
     """The activation registered under ``name`` (a callable passes through)."""
     if callable(name):
         return name
-    try:
-        return _ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; known: {', '.join(activation_names())}") from None
+    if name not in ACTIVATIONS:  # the list names the gated variants too: FeedForward takes them
+        raise ACTIVATIONS.unknown(name, also=_GATED)
+    return ACTIVATIONS.get(name)
 
 
 def activation_names() -> list[str]:
     """Names accepted by :class:`FeedForward` (plain and gated), sorted."""
-    return sorted([*_ACTIVATIONS, *_GATED])
+    return sorted([*ACTIVATIONS, *_GATED])
 
 
 register_activation("relu", F.relu)

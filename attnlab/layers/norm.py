@@ -15,20 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import Registry
+
 NormFactory = Callable[[int, float], nn.Module]
-_NORMS: dict[str, NormFactory] = {}
+NORMS: Registry[NormFactory] = Registry("norm")
 
 
 def register_norm(name: str):
-    """Decorator: register a factory ``(dim, eps) -> nn.Module`` (a class works) under ``name``."""
+    """Decorator: register a factory ``(dim, eps) -> nn.Module`` (a class works) under ``name``.
 
-    def deco(factory):
-        if name in _NORMS:
-            raise ValueError(f"norm {name!r} is already registered")
-        _NORMS[name] = factory
-        return factory
-
-    return deco
+    Raises:
+        ValueError: another factory is already registered under ``name``.
+    """
+    return NORMS.register(name)
 
 
 def create_norm(norm: str | NormFactory, dim: int, eps: float = 1e-5) -> nn.Module:
@@ -41,16 +40,12 @@ def create_norm(norm: str | NormFactory, dim: int, eps: float = 1e-5) -> nn.Modu
     """
     if callable(norm):
         return norm(dim, eps)
-    try:
-        factory = _NORMS[norm]
-    except KeyError:
-        raise ValueError(f"unknown norm {norm!r}; known: {', '.join(norm_names())}") from None
-    return factory(dim, eps)
+    return NORMS.get(norm)(dim, eps)
 
 
 def norm_names() -> list[str]:
     """Names of the registered normalisation layers, sorted."""
-    return sorted(_NORMS)
+    return NORMS.names()
 
 
 @register_norm("layernorm")

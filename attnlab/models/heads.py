@@ -18,28 +18,24 @@ from typing import Callable
 
 from torch import Tensor, nn
 
+from ..registry import Registry
+
 Pooling = Callable[[Tensor, "Tensor | None"], Tensor]
-_POOLINGS: dict[str, Pooling] = {}
+POOLINGS: Registry[Pooling] = Registry("pooling")
 
 
 def register_pooling(name: str):
-    """Decorator: register ``pool(hidden (B, L, D), attention_mask (B, L) | None) -> (B, D)``."""
+    """Decorator: register ``pool(hidden (B, L, D), attention_mask (B, L) | None) -> (B, D)``.
 
-    def deco(fn: Pooling) -> Pooling:
-        if name in _POOLINGS:
-            raise ValueError(f"pooling {name!r} is already registered")
-        _POOLINGS[name] = fn
-        return fn
-
-    return deco
+    Raises:
+        ValueError: another pooling is already registered under ``name``.
+    """
+    return POOLINGS.register(name)
 
 
 def get_pooling(name: str) -> Pooling:
-    """The pooling registered under ``name``."""
-    try:
-        return _POOLINGS[name]
-    except KeyError:
-        raise ValueError(f"unknown pooling {name!r}; known: {', '.join(sorted(_POOLINGS))}") from None
+    """The pooling registered under ``name``; ConfigError (a ValueError) naming the known ones otherwise."""
+    return POOLINGS.get(name)
 
 
 @register_pooling("cls")

@@ -16,6 +16,7 @@ from typing import Callable
 
 from torch import nn
 
+from ..registry import Registry
 from .checkpoint import (
     ATTNLAB_MODEL_TYPE, CONFIG_FILE, CheckpointError, CheckpointNotADirectoryError, CheckpointNotFoundError,
     load_attnlab, read_json,
@@ -27,7 +28,10 @@ from .hf_gpt2 import load_hf_gpt2
 
 Loader = Callable[[Path, dict], nn.Module]
 # model_type -> loader(directory, parsed config.json)
-LOADERS: dict[str, Loader] = {ATTNLAB_MODEL_TYPE: load_attnlab, "bert": load_hf_bert, "gpt2": load_hf_gpt2}
+LOADERS: Registry[Loader] = Registry("checkpoint loader")
+LOADERS.register(ATTNLAB_MODEL_TYPE, load_attnlab)
+LOADERS.register("bert", load_hf_bert)
+LOADERS.register("gpt2", load_hf_gpt2)
 # architecture name -> model_type, for configs that lack model_type
 ARCHITECTURE_TYPES: dict[str, str] = {
     **{a: "bert" for a in BERT_ARCHITECTURES}, **{a: "gpt2" for a in GPT2_ARCHITECTURES},
@@ -45,10 +49,16 @@ def register_loader(model_type: str, loader: Loader, architectures: tuple[str, .
         model_type: the ``config.json`` ``model_type`` it handles.
         loader: ``(directory, config dict) -> nn.Module``.
         architectures: ``architectures`` names that mean this model_type when it is absent.
+
+    Raises:
+        ValueError: another loader already handles ``model_type``, or an architecture already
+            means another model_type. Registering the same loader again is fine.
     """
-    if model_type in LOADERS and LOADERS[model_type] is not loader:
-        raise ValueError(f"a loader for model_type {model_type!r} is already registered")
-    LOADERS[model_type] = loader
+    for arch in architectures:
+        if ARCHITECTURE_TYPES.get(arch, model_type) != model_type:
+            raise ValueError(f"architecture {arch!r} already means model_type {ARCHITECTURE_TYPES[arch]!r}, "
+                             f"not {model_type!r}")
+    LOADERS.register(model_type, loader)
     for arch in architectures:
         ARCHITECTURE_TYPES[arch] = model_type
 
@@ -112,12 +122,12 @@ def load_pretrained(name_or_path: str | Path, *, revision: str | None = None) ->
     if not cfg_path.is_file():
         raise CheckpointNotFoundError(f"load_pretrained: {directory} has no {CONFIG_FILE}")
     config = read_json(cfg_path)
-    return LOADERS[_model_type(config, cfg_path)](directory, config)
+    return LOADERS.get(_model_type(config, cfg_path))(directory, config)
 
 
 def supported() -> str:
     """A one-line description of the formats :func:`load_pretrained` reads."""
-    return f"model_type in {sorted(LOADERS)}; architectures {sorted(ARCHITECTURE_TYPES)}"
+    return f"model_type in {LOADERS.names()}; architectures {sorted(ARCHITECTURE_TYPES)}"
 
 
 def _model_type(config: dict, where: Path) -> str:

@@ -25,12 +25,14 @@ from typing import Any, Callable, ClassVar
 
 from torch import nn
 
-_PRESETS: dict[str, Callable[[], "ModelConfig"]] = {}
-_FAMILIES: dict[str, type["ModelConfig"]] = {}
+# One error type for every bad config, model configs included (re-exported as attnlab.models.ConfigError).
+from ..config import ConfigError
+from ..registry import Registry
 
-
-class ConfigError(ValueError):
-    """A bad model config: an unknown key (named with the nearest valid one) or a bad value."""
+PRESETS: Registry[Callable[[], "ModelConfig"]] = Registry("model")
+# A class defined again under the same qualified name (its module run twice) replaces the first.
+FAMILIES: Registry[type["ModelConfig"]] = Registry(
+    "model family", same=lambda old, new: old.__qualname__ == new.__qualname__)
 
 
 @dataclasses.dataclass
@@ -46,9 +48,7 @@ class ModelConfig:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.family:
-            if cls.family in _FAMILIES and _FAMILIES[cls.family].__qualname__ != cls.__qualname__:
-                raise ValueError(f"model family {cls.family!r} is already registered by {_FAMILIES[cls.family]}")
-            _FAMILIES[cls.family] = cls
+            FAMILIES.register(cls.family, cls)
 
     def build(self) -> nn.Module:
         """The model this config describes, freshly initialised."""
@@ -113,15 +113,12 @@ def check_keys(cls: type[ModelConfig], keys, where: str) -> None:
 
 
 def register_model(name: str):
-    """Decorator: register a preset function ``() -> ModelConfig`` under ``name``."""
+    """Decorator: register a preset function ``() -> ModelConfig`` under ``name``.
 
-    def deco(fn: Callable[[], ModelConfig]):
-        if name in _PRESETS:
-            raise ValueError(f"model {name!r} is already registered")
-        _PRESETS[name] = fn
-        return fn
-
-    return deco
+    Raises:
+        ValueError: another preset is already registered under ``name``.
+    """
+    return PRESETS.register(name)
 
 
 def load_preset_files(directory=None) -> list[str]:
@@ -147,9 +144,9 @@ def load_preset_files(directory=None) -> list[str]:
             raise ConfigError(f"model preset {entry}: invalid YAML: {e}") from None
         family = data.pop("family", None)
         data.pop("description", None)
-        if family not in _FAMILIES:
-            raise ConfigError(f"model preset {entry}: unknown family {family!r}; known: {', '.join(sorted(_FAMILIES))}")
-        cls = _FAMILIES[family]
+        if family not in FAMILIES:
+            raise ConfigError(f"model preset {entry}: unknown family {family!r}; known: {', '.join(FAMILIES.names())}")
+        cls = FAMILIES.get(family)
         check_keys(cls, data, where=f"model preset {entry}")
         register_model(name)(lambda cls=cls, data=data: cls.from_dict(dict(data)))
         names.append(name)
@@ -166,8 +163,9 @@ def preset_description(name: str) -> str:
     entry = importlib.resources.files("attnlab").joinpath("configs", "models", f"{name}.yaml")
     if entry.is_file():
         return (yaml.safe_load(entry.read_text()) or {}).get("description", "")
-    fn = _PRESETS.get(name)
-    return " ".join((inspect.getdoc(fn) or "").split()) if fn else ""
+    if name not in PRESETS:
+        return ""
+    return " ".join((inspect.getdoc(PRESETS.get(name)) or "").split())
 
 
 def get_config(name: str, **overrides) -> ModelConfig:
@@ -177,13 +175,7 @@ def get_config(name: str, **overrides) -> ModelConfig:
         name: a registered model name (see :func:`model_names`).
         **overrides: config fields to change; unknown keys raise :class:`ConfigError`.
     """
-    try:
-        preset = _PRESETS[name]
-    except KeyError:
-        near = difflib.get_close_matches(name, list(_PRESETS), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ValueError(f"unknown model {name!r}{hint}; known: {', '.join(model_names())}") from None
-    cfg = preset()
+    cfg = PRESETS.get(name)()
     check_keys(type(cfg), overrides, where=f"model {name!r}")
     return cfg.replace(**overrides)
 
@@ -200,15 +192,12 @@ def create(name: str, **overrides) -> nn.Module:
 
 def model_names() -> list[str]:
     """Names of the registered models, sorted."""
-    return sorted(_PRESETS)
+    return PRESETS.names()
 
 
 def config_class(family: str) -> type[ModelConfig]:
     """The config class of a model family (as written in attnlab checkpoints)."""
-    try:
-        return _FAMILIES[family]
-    except KeyError:
-        raise ValueError(f"unknown model family {family!r}; known: {', '.join(sorted(_FAMILIES))}") from None
+    return FAMILIES.get(family)
 
 
 __all__ = [

@@ -107,6 +107,18 @@ def test_unknown_override_names_the_nearest_key():
         create("encoder-tiny", zzz=1)
 
 
+def test_one_config_error_type():
+    import attnlab.config
+    from attnlab.models.checkpoint import CheckpointConfigError, CheckpointError
+
+    assert ConfigError is attnlab.config.ConfigError and issubclass(ConfigError, ValueError)
+    assert CheckpointConfigError.__mro__[1:3] == (CheckpointError, ConfigError)
+    with pytest.raises(attnlab.config.ConfigError):  # a bad model and a bad override alike
+        create("encoder-tiyn")
+    with pytest.raises(attnlab.config.ConfigError):
+        create("encoder-tiny", num_layer=3)
+
+
 def test_unknown_model_and_bad_values():
     with pytest.raises(ValueError, match=r"unknown model 'encoder-tiyn' \(did you mean 'encoder-tiny'\?\)"):
         create("encoder-tiyn")

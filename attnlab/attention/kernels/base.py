@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor
 
+from ...registry import Registry
 from ..masks import MaskMod, ScoreMod
 
 
@@ -59,27 +60,26 @@ class Kernel(Protocol):
         """Compute attention: out (B, H, Lq, Dv) and weights (B, H, Lq, Lk) or None."""
 
 
-_KERNELS: dict[str, Kernel] = {}
+KERNELS: Registry[Kernel] = Registry("kernel", known="known kernels")
 
 
 def register_kernel(kernel: Kernel) -> Kernel:
-    """Register a kernel under ``kernel.name`` (used as a decorator on kernel instances)."""
-    _KERNELS[kernel.name] = kernel
-    return kernel
+    """Register a kernel under ``kernel.name`` (used as a decorator on kernel instances).
+
+    Raises:
+        ValueError: another kernel already has that name.
+    """
+    return KERNELS.register(kernel.name, kernel)
 
 
 def get_kernel(name: str) -> Kernel:
-    """The kernel registered under ``name``; raises ValueError naming the known kernels."""
-    try:
-        return _KERNELS[name]
-    except KeyError:
-        known = ", ".join(sorted(_KERNELS)) + ", auto"
-        raise ValueError(f"attend: unknown kernel {name!r}; known kernels: {known}") from None
+    """The kernel registered under ``name``; raises ConfigError (a ValueError) naming the known kernels."""
+    return KERNELS.get(name)
 
 
 def kernel_names() -> list[str]:
     """Names of all registered kernels."""
-    return sorted(_KERNELS)
+    return KERNELS.names()
 
 
 @dataclass

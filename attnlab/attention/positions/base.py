@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ...registry import Registry
 from ..masks import ScoreMod
 
 HOOKS = frozenset({"embed", "rotate", "bias"})
@@ -132,33 +133,32 @@ class PositionTable:
 
 # ----------------------------------------------------------------------------- registry
 
-_POSITIONS: dict[str, type[PositionalEncoding]] = {}
+POSITIONS: Registry[type[PositionalEncoding]] = Registry("positional encoding")
 
 
 def register_position(name: str):
-    """Class decorator: register a :class:`PositionalEncoding` subclass under ``name``."""
+    """Class decorator: register a :class:`PositionalEncoding` subclass under ``name``.
+
+    Raises:
+        TypeError: not a PositionalEncoding subclass.
+        ValueError: bad ``hooks``, or another class is already registered under ``name``.
+    """
 
     def deco(cls: type[PositionalEncoding]) -> type[PositionalEncoding]:
         if not (isinstance(cls, type) and issubclass(cls, PositionalEncoding)):
             raise TypeError(f"register_position({name!r}) needs a PositionalEncoding subclass")
-        if name in _POSITIONS and _POSITIONS[name] is not cls:
-            raise ValueError(f"positional encoding {name!r} is already registered")
         if not cls.hooks or not cls.hooks <= HOOKS:
             raise ValueError(f"{cls.__name__}.hooks must be a non-empty subset of {sorted(HOOKS)}")
+        POSITIONS.register(name, cls)
         cls.name = name
-        _POSITIONS[name] = cls
         return cls
 
     return deco
 
 
 def position_class(name: str) -> type[PositionalEncoding]:
-    """The class registered under ``name``; ValueError naming the known encodings otherwise."""
-    try:
-        return _POSITIONS[name]
-    except KeyError:
-        known = ", ".join(position_names())
-        raise ValueError(f"unknown positional encoding {name!r}; known: {known}") from None
+    """The class registered under ``name``; ConfigError (a ValueError) naming the known encodings otherwise."""
+    return POSITIONS.get(name)
 
 
 def create_position(name: str, **kwargs) -> PositionalEncoding:
@@ -173,4 +173,4 @@ def create_position(name: str, **kwargs) -> PositionalEncoding:
 
 def position_names() -> list[str]:
     """Names of the registered positional encodings, sorted."""
-    return sorted(_POSITIONS)
+    return POSITIONS.names()
