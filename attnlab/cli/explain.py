@@ -202,22 +202,38 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     max_tokens: int | None = None,
+    max_body_bytes: int = 65536,
+    max_concurrent: int = 4,
+    timeout: float = 60.0,
+    cors_origin: list[str] | None = None,
+    log_level: str = "info",
     debug: bool = False,
 ) -> None:
     """Serve the attention explorer: type a text, see the prediction, the attention views and the
-    relevance of each method. The API is documented at /docs (OpenAPI).
+    relevance of each method. The API is documented at /docs (OpenAPI); limits, headers and load
+    figures in docs/serving.md.
 
     Args:
-        host: the interface to bind ("0.0.0.0" for every one).
+        host: the interface to bind (default this machine only; another address warns, since
+            there is no authentication).
         port: the TCP port.
-        max_tokens: the longest input accepted (default: the model's position limit).
+        max_tokens: the longest input accepted (default: the model's position limit); longer: 413.
+        max_body_bytes: the largest request body accepted; larger: 413.
+        max_concurrent: explanations in progress at once (one runs on the model at a time, the
+            rest wait their turn); one more gets 503 with Retry-After.
+        timeout: seconds an explanation may take, waiting included; longer: 504 (and it is stopped).
+        cors_origin: an origin allowed to call the API from a browser (repeatable; default none:
+            no CORS headers).
+        log_level: uvicorn's log level (critical, error, warning, info, debug, trace).
         debug: show tracebacks instead of one-line errors.
     """
-    import uvicorn
-
-    from attnlab.explain.server import create_app
+    from attnlab.explain.server import bind_warning, create_app, run
 
     if not model.is_dir():
         fail(f"{model}: no such model directory")
-    web_app = _guarded(debug, lambda: create_app(model, max_tokens=max_tokens))  # load errors: one line, exit 2
-    uvicorn.run(web_app, host=host, port=port)
+    web_app = _guarded(debug, lambda: create_app(  # load errors and bad limits: one line, exit 2
+        model, max_tokens=max_tokens, max_body_bytes=max_body_bytes, max_concurrent=max_concurrent,
+        timeout_s=timeout, cors_origins=tuple(cors_origin or ())))
+    if (note := bind_warning(host, port)) is not None:
+        typer.echo(f"warning: {note}", err=True)
+    run(web_app, host, port, log_level=log_level)
