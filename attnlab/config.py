@@ -12,6 +12,7 @@ import copy
 import difflib
 import importlib.resources
 import re
+import reprlib
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,9 +21,18 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-__all__ = ["Config", "ConfigError", "load_config", "dump_config", "preset_path"]
+__all__ = ["Config", "ConfigError", "load_config", "dump_config", "preset_path", "read_yaml"]
 
 C = TypeVar("C", bound="Config")
+MAX_CONFIG_BYTES = 1 << 20  # configs are a few hundred bytes; a bigger file is the wrong file
+MAX_YAML_VALUES = 100_000  # values once aliases are expanded: a config has hundreds, an alias bomb billions
+_SHORT = reprlib.Repr()  # values in messages: cut to a line, however large or deep
+_SHORT.maxstring = _SHORT.maxother = 80
+
+
+def _clip(text: str, n: int = 100) -> str:
+    """``text`` cut to ``n`` characters for a message."""
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 class Config(BaseModel):
@@ -33,6 +43,9 @@ class Config(BaseModel):
 
 class ConfigError(ValueError):
     """A config could not be read or validated; the message is one user-facing line."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(" ".join(str(message).splitlines()))  # a key or value may hold a newline
 
 
 class _Loader(yaml.SafeLoader):
@@ -47,13 +60,88 @@ _Loader.add_implicit_resolver(
 
 
 def _yaml_load(text: str, where: str) -> Any:
+    """One YAML document read with the safe loader; ``where`` (a file, an override) starts every message."""
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{where}: invalid YAML{at}: {problem}") from None
+    except RecursionError:  # the composer recurses once per level of nesting
+        raise ConfigError(f"{where}: invalid YAML: nested too deeply") from None
+    except (ValueError, IndexError, KeyError, AttributeError) as e:
+        # PyYAML's SafeConstructor on a scalar its type cannot hold: ValueError for "2001-13-45",
+        # "!!float x" or a 5000-digit int; IndexError, KeyError, AttributeError for "!!int ''",
+        # "!!bool x", "!!timestamp x" (it indexes and matches without checking)
+        raise ConfigError(f"{where}: invalid YAML: {_value_problem(e)}") from None
+    _check_expansion(data, where)
+    return data
+
+
+def _value_problem(e: Exception) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    if not isinstance(e, ValueError) or not text:
+        return "a value that its type or tag cannot hold"
+    if "integer string conversion" in text:  # its advice (sys.set_int_max_str_digits) is for programmers
+        return "an integer with too many digits"
+    return f"a value that cannot be read ({text})"
+
+
+def _check_expansion(data: Any, where: str) -> None:
+    """Refuse a document whose aliases make it refer to itself, or expand past ``MAX_YAML_VALUES``.
+
+    Aliases share one object, so loading an alias bomb is cheap; what is not is everything that
+    walks it later (validation, ``repr`` in messages, ``dump_config``). Iterative, so any depth the
+    composer accepted is fine.
+    """
+    sizes: dict[int, int] = {}  # id of a list or dict -> the values below it, aliases expanded
+    open_ids: set[int] = set()  # the containers on the current path
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, done = stack.pop()
+        children = list(node.values()) if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None or (not done and id(node) in sizes):
+            continue
+        if done:
+            open_ids.discard(id(node))
+            sizes[id(node)] = size = 1 + sum(sizes.get(id(c), 1) for c in children)
+            if size > MAX_YAML_VALUES:
+                raise ConfigError(f"{where}: its aliases expand to more than {MAX_YAML_VALUES:,} values")
+            continue
+        if id(node) in open_ids:
+            raise ConfigError(f"{where}: an alias refers to a value that holds it (a cycle)")
+        open_ids.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if isinstance(c, (dict, list)))
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document of a config file (None when it is empty), read with the safe loader.
+
+    Args:
+        path: the file: UTF-8, at most ``MAX_CONFIG_BYTES``; a byte-order mark is allowed.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, too large, not UTF-8, or not YAML; the
+            one-line message names the file.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; not a config file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = len(raw[raw.rfind(b"\n", 0, e.start) + 1 : e.start].decode("utf-8", "replace")) + 1
+        byte = f"byte 0x{raw[e.start]:02x} at line {line}, column {column}"
+        raise ConfigError(f"{path}: not valid UTF-8 ({byte})") from None
+    return _yaml_load(text.removeprefix("\ufeff"), str(path))
 
 
 # --- schema walking -------------------------------------------------------------------
@@ -76,7 +164,7 @@ def _suggest(key: str, prefix: str, names: Sequence[str]) -> str:
 
 def _unknown_key(path: Sequence[str], siblings: Sequence[str]) -> ConfigError:
     prefix = "".join(f"{p}." for p in path[:-1])
-    return ConfigError(f"unknown key '{prefix}{path[-1]}'{_suggest(path[-1], prefix, siblings)}")
+    return ConfigError(f"unknown key '{_clip(prefix + path[-1])}'{_suggest(path[-1], prefix, siblings)}")
 
 
 # --- overrides ------------------------------------------------------------------------
@@ -84,12 +172,12 @@ def _unknown_key(path: Sequence[str], siblings: Sequence[str]) -> ConfigError:
 
 def _apply_override(cls: type[BaseModel], data: dict, override: str) -> None:
     if "=" not in override:
-        raise ConfigError(f"override '{override}' has no '=' (expected key=value, e.g. optim.lr=5e-4)")
+        raise ConfigError(f"override '{_clip(override)}' has no '=' (expected key=value, e.g. optim.lr=5e-4)")
     key, _, text = override.partition("=")
     parts = key.strip().split(".")
     if not all(parts):
-        raise ConfigError(f"override '{override}' has an empty key")
-    value = _yaml_load(text, f"override '{override}'")
+        raise ConfigError(f"override '{_clip(override)}' has an empty key")
+    value = _yaml_load(text, f"override '{_clip(override)}'")
 
     model: type[BaseModel] | None = cls
     node = data
@@ -117,7 +205,7 @@ def _apply_override(cls: type[BaseModel], data: dict, override: str) -> None:
             elif model is not None:
                 node[part] = {}
             else:  # a plain field (e.g. an int) holds no keys
-                raise ConfigError(f"override '{override}': '{'.'.join(parts[: i + 1])}' is not a section")
+                raise ConfigError(f"override '{_clip(override)}': '{_clip('.'.join(parts[: i + 1]))}' is not a section")
         node = node[part]
 
 
@@ -164,6 +252,7 @@ def _from_validation(cls: type[BaseModel], data: dict, err: ValidationError) -> 
     siblings: dict[str, list[str]] = {}
     for e in err.errors():
         path, sib = _locate(cls, data, e["loc"])
+        path = _clip(path)
         by_path.setdefault(path, []).append(e)
         siblings[path] = sib
     messages = []
@@ -183,10 +272,12 @@ def _from_validation(cls: type[BaseModel], data: dict, err: ValidationError) -> 
                     want = f"one of {want}"
                 if want not in expected:
                     expected.append(want)
-            messages.append(f"{path}: expected {' or '.join(expected)}, got {value!r}")
+            messages.append(f"{path}: expected {' or '.join(expected)}, got {_SHORT.repr(value)}")
         else:
             msg = errors[0]["msg"]
-            messages.append(f"{path}: {msg[:1].lower()}{msg[1:]}, got {value!r}")
+            messages.append(f"{path}: {msg[:1].lower()}{msg[1:]}, got {_SHORT.repr(value)}")
+    if len(messages) > 10:  # a file of garbage keys: the first few say enough
+        messages[10:] = [f"and {len(messages) - 10} more"]
     return ConfigError("; ".join(messages))
 
 
@@ -219,11 +310,7 @@ def load_config(
         data = copy.deepcopy(dict(source))
     else:
         path = Path(source)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
-        data = _yaml_load(text, str(path))
+        data = read_yaml(path)
         if data is None:
             data = {}
         if not isinstance(data, dict):

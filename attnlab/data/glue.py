@@ -11,7 +11,6 @@ files; each file is written atomically.
 from __future__ import annotations
 
 import io
-import shutil
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -25,6 +24,7 @@ __all__ = ["SST2_URL", "SST2_FILES", "glue_sst2"]
 
 SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 SST2_FILES = ("train.tsv", "dev.tsv")
+MAX_MEMBER_BYTES = 1 << 30  # SST-2's train.tsv is 4 MB
 
 
 def glue_sst2(cache_dir: str | Path | None = None, url: str = SST2_URL,
@@ -54,14 +54,29 @@ def glue_sst2(cache_dir: str | Path | None = None, url: str = SST2_URL,
                         "naming a folder that holds train.tsv") from e
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))
-    except zipfile.BadZipFile:
+    except Exception:  # noqa: BLE001 - see _member: zipfile refuses damaged bytes with many types
         raise DataError(f"could not download {url}: got {len(raw):,} bytes that are not a zip archive") from None
     members = {Path(n).name: n for n in archive.namelist() if Path(n).name in SST2_FILES and not n.endswith("/")}
     missing = [name for name in SST2_FILES if name not in members]
     if missing:
         raise DataError(f"{url}: the archive has no {', '.join(missing)} (it holds {len(archive.namelist())} entries)")
+    contents = {name: _member(archive, members[name], url) for name in SST2_FILES}  # all checked before any is written
     folder.mkdir(parents=True, exist_ok=True)
-    for name in SST2_FILES:
-        with atomic_path(folder / name) as tmp, archive.open(members[name]) as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+    for name, data in contents.items():
+        with atomic_path(folder / name) as tmp:
+            tmp.write_bytes(data)
     return folder
+
+
+def _member(archive: zipfile.ZipFile, name: str, url: str) -> bytes:
+    """A member's bytes, its CRC checked; a DataError for a damaged, encrypted or oversized one."""
+    info = archive.getinfo(name)
+    if info.file_size > MAX_MEMBER_BYTES:  # the reader stops at file_size, so the claim is a real bound
+        raise DataError(f"{url}: {name} would unpack to {info.file_size:,} bytes; SST-2's files are a few MB")
+    try:
+        with archive.open(info) as f:
+            return f.read()
+    except Exception as e:  # noqa: BLE001 - damaged bytes surface as BadZipFile, zlib/lzma errors, EOFError,
+        # ValueError (a negative seek), NotImplementedError (a version or method), RuntimeError (a password)
+        why = e or type(e).__name__
+        raise DataError(f"could not download {url}: cannot unpack {name} ({why}); try again") from None

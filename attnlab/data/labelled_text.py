@@ -14,11 +14,10 @@ row is ``(text, label, where)``; ``where`` says where in the file it came from (
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Callable
 
-from .readers import DataError, read_lines
+from .readers import DataError, parse_json, read_lines, short_repr
 
 __all__ = ["read_labelled", "read_clinc", "FORMATS", "OOS_LABEL", "CLINC_SPLITS"]
 
@@ -55,9 +54,10 @@ def read_csv_labelled(path: str | Path) -> list[tuple[str, str, str]]:
     except StopIteration:
         raise DataError(f"{path}: empty file") from None
     except csv.Error as e:
-        raise DataError(f"{path}, line 1: not CSV ({e})") from None
+        raise DataError(f"{path}, line 1: not CSV ({_csv_problem(e)})") from None
     if [h.strip() for h in header] not in (["text", "category"], ["text", "label"]):
-        raise DataError(f"{path}, line 1: expected the header 'text,category' (or 'text,label'), got {','.join(header)!r}")
+        got = short_repr(",".join(header))
+        raise DataError(f"{path}, line 1: expected the header 'text,category' (or 'text,label'), got {got}")
     rows = []
     try:
         for fields in reader:
@@ -68,8 +68,15 @@ def read_csv_labelled(path: str | Path) -> list[tuple[str, str, str]]:
                 raise DataError(f"{path}, line {n}: expected 2 comma-separated fields (text, label), got {len(fields)}")
             rows.append(_row(path, n, fields[0], fields[1]))
     except csv.Error as e:
-        raise DataError(f"{path}, line {reader.line_num}: not CSV ({e})") from None
+        raise DataError(f"{path}, line {reader.line_num}: not CSV ({_csv_problem(e)})") from None
     return rows
+
+
+def _csv_problem(e: csv.Error) -> str:
+    # the csv module's own advice ("open the file in universal-newline mode") is for programmers
+    if "new-line character" in str(e):
+        return "a carriage return inside an unquoted field; lines must end in \\n or \\r\\n"
+    return str(e)
 
 
 def read_clinc(path: str | Path) -> dict[str, list[tuple[str, str, str]]]:
@@ -79,11 +86,7 @@ def read_clinc(path: str | Path) -> dict[str, list[tuple[str, str, str]]]:
     Args:
         path: the file, plain or gzip (``data_full.json``).
     """
-    text = "\n".join(read_lines(path))
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}, line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    obj = parse_json("\n".join(read_lines(path)), path)
     if not isinstance(obj, dict) or not any(k in obj for k in CLINC_SPLITS):
         raise DataError(f"{path}: expected a JSON object with keys among {', '.join(CLINC_SPLITS)}")
     out = {}
@@ -96,7 +99,7 @@ def read_clinc(path: str | Path) -> dict[str, list[tuple[str, str, str]]]:
         rows = []
         for i, item in enumerate(items):
             if not (isinstance(item, list) and len(item) == 2 and all(isinstance(x, str) for x in item)):
-                raise DataError(f"{path}: {key}[{i}] is not a [text, intent] pair of strings: {str(item)[:80]}")
+                raise DataError(f"{path}: {key}[{i}] is not a [text, intent] pair of strings: {short_repr(item)}")
             rows.append(_row(path, None, item[0], item[1], where=f"{key}[{i}]"))
         out[key] = rows
     return out

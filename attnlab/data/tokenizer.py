@@ -7,18 +7,24 @@
 ``tokenizer.json`` is read as is; a directory with only ``vocab.txt`` gets a BERT WordPiece
 tokenizer (``tokenizers.BertWordPieceTokenizer``) set up from ``tokenizer_config.json``. Padding
 and truncation are chosen per call, never inherited from the file (``tokenizer.json`` files often
-carry a fixed padding length from their export).
+carry a fixed padding length from their export). Every file is read as text by
+:func:`~attnlab.data.readers.read_lines` (UTF-8, a byte-order mark dropped, CRLF as LF), and one
+that is not what its name says is a one-line ``DataError`` naming it.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from .readers import DataError, parse_json, read_lines, short_repr
+
 PAD_CHOICES = (False, True, "longest", "max_length", "do_not_pad")
+# Unicode White_Space, what Rust's trim_end() drops (str.rstrip() would also drop \x1c-\x1f)
+_WHITE_SPACE = (" \t\n\x0b\x0c\r\x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+                + "\u2028\u2029\u202f\u205f\u3000")
 
 
 class Tokenizer:
@@ -152,42 +158,109 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
 
     Raises:
         FileNotFoundError: neither tokenizer.json nor vocab.txt is there.
+        DataError: a file there is not what its name says (not UTF-8, not JSON, not a tokenizer,
+            a setting of the wrong type, a vocabulary without the pad, [CLS] or [SEP] token);
+            the one-line message names the file.
     """
     d = Path(directory)
     if not d.is_dir():
         raise FileNotFoundError(f"load_tokenizer: no directory {d}")
-    cfg = _read_json(d / "tokenizer_config.json")
-    special = _read_json(d / "special_tokens_map.json")
+    cfg_path, special_path = d / "tokenizer_config.json", d / "special_tokens_map.json"
+    cfg = _read_json(cfg_path)
+    special = _read_json(special_path)
     if (d / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer as Backend
-
-        backend = Backend.from_file(str(d / "tokenizer.json"))
+        source = d / "tokenizer.json"
+        backend = _backend_from_json(source)
     elif (d / "vocab.txt").is_file():
-        from tokenizers import BertWordPieceTokenizer
-
-        backend = BertWordPieceTokenizer(
-            str(d / "vocab.txt"), lowercase=cfg.get("do_lower_case", True),
-            strip_accents=cfg.get("strip_accents"), handle_chinese_chars=cfg.get("tokenize_chinese_chars", True),
-            clean_text=True,
-        )
+        source = d / "vocab.txt"
+        backend = _wordpiece(source, cfg, cfg_path)
     else:
         raise FileNotFoundError(f"load_tokenizer: {d} has neither tokenizer.json nor vocab.txt")
-    max_len = cfg.get("model_max_length")
-    if not isinstance(max_len, int) or max_len > 10**6:  # HF writes a huge sentinel for "no limit"
-        max_len = None
-    pad = _token(special.get("pad_token")) or _token(cfg.get("pad_token")) or "[PAD]"
-    return Tokenizer(backend, model_max_length=max_len, pad_token=pad, padding_side=cfg.get("padding_side", "right"))
+    max_len = _max_length(cfg.get("model_max_length"), cfg_path)
+    pad = (_token(special.get("pad_token"), special_path, "pad_token")
+           or _token(cfg.get("pad_token"), cfg_path, "pad_token") or "[PAD]")
+    if backend.token_to_id(pad) is None:
+        raise DataError(f"{source}: the pad token {short_repr(pad)} is not in the vocabulary")
+    side = cfg.get("padding_side", "right")
+    if side not in ("right", "left"):
+        raise DataError(f"{cfg_path}: padding_side must be 'right' or 'left', got {short_repr(side)}")
+    return Tokenizer(backend, model_max_length=max_len, pad_token=pad, padding_side=side)
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    """A JSON object file (``{}`` when there is none); a UTF-8 byte-order mark is allowed."""
+    if not path.is_file():
+        return {}
+    obj = parse_json("\n".join(read_lines(path)), path)
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
-def _token(entry) -> str | None:
+def _backend_from_json(path: Path):
+    """A ``tokenizers.Tokenizer`` from its JSON file, read (and its UTF-8 checked) here first, so that
+    every refusal names the file."""
+    from tokenizers import Tokenizer as Backend
+
+    text = "\n".join(read_lines(path))
+    try:
+        backend = Backend.from_str(text)
+        backend.encode("a")  # a file that deserialises into something that cannot tokenize is no tokenizer
+    except Exception as e:  # noqa: BLE001 - the Rust binding raises bare Exception for every refusal
+        raise DataError(f"{path}: not a tokenizers JSON file ({_first_line(e)})") from None
+    except BaseException as e:
+        if type(e).__name__ != "PanicException":  # a Rust panic, raised as a BaseException by pyo3
+            raise
+        raise DataError(f"{path}: not a tokenizers JSON file ({_first_line(e)})") from None
+    return backend
+
+
+def _wordpiece(path: Path, cfg: dict, cfg_path: Path):
+    """A BERT WordPiece tokenizer: one token per line of ``vocab.txt``, the id its 0-based line
+    number. As the ``tokenizers`` reader of the file does, trailing white space is dropped and a
+    token written twice keeps its last line; unlike it, the vocabulary is read here, so that a bad
+    byte or a byte-order mark is found by ``read_lines`` and named by line."""
+    from tokenizers import BertWordPieceTokenizer
+
+    vocab = {line.rstrip(_WHITE_SPACE): i for i, line in enumerate(read_lines(path))}
+    for tok in ("[CLS]", "[SEP]"):  # BertWordPieceTokenizer's post-processor needs both
+        if tok not in vocab:
+            raise DataError(f"{path}: no {tok} line; not a BERT WordPiece vocabulary")
+    options = {}
+    for key, arg in (("do_lower_case", "lowercase"), ("strip_accents", "strip_accents"),
+                     ("tokenize_chinese_chars", "handle_chinese_chars")):
+        value = cfg.get(key)
+        if value is None:
+            continue  # absent or null: BertWordPieceTokenizer's default (True, None, True)
+        if not isinstance(value, bool):
+            raise DataError(f"{cfg_path}: {key} must be true or false, got {short_repr(value)}")
+        options[arg] = value
+    return BertWordPieceTokenizer(vocab, clean_text=True, **options)
+
+
+def _max_length(value, path: Path) -> int | None:
+    """``model_max_length``: a positive int, or None for none or Hugging Face's huge "no limit" sentinel."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 10**6:
+        return None  # HF writes int(1e30) for "no limit"
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise DataError(f"{path}: model_max_length must be a positive integer, got {short_repr(value)}")
+    return value
+
+
+def _token(entry, path: Path, key: str) -> str | None:
     """A special token entry: a string or an AddedToken-like dict with "content"."""
-    if isinstance(entry, dict):
-        return entry.get("content")
-    return entry
+    content = entry.get("content") if isinstance(entry, dict) else entry
+    if content is not None and not (isinstance(content, str) and content):
+        raise DataError(f"{path}: {key} must be a token (a string, or an object with \"content\"), "
+                        f"got {short_repr(entry)}")
+    return content
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return short_repr(lines[0])[1:-1] if lines else type(e).__name__
 
 
 __all__ = ["Tokenizer", "load_tokenizer"]
