@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .errors import ConfigError
+
 __all__ = ["Config", "ConfigError", "load_config", "dump_config", "preset_path", "read_yaml"]
 
 C = TypeVar("C", bound="Config")
@@ -41,11 +43,6 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ConfigError(ValueError):
-    """A config could not be read or validated; the message is one user-facing line."""
-
-    def __init__(self, message: str = ""):
-        super().__init__(" ".join(str(message).splitlines()))  # a key or value may hold a newline
 
 
 class _Loader(yaml.SafeLoader):

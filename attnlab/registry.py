@@ -22,7 +22,7 @@ import difflib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
-from attnlab.config import ConfigError
+from attnlab.errors import ConfigError
 
 __all__ = ["Registry"]
 

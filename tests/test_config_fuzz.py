@@ -206,7 +206,6 @@ def test_cli_train_on_a_garbage_yaml(tmp_path, kind):
         assert "garbage.yaml" in err, err
 
 
-@pytest.mark.xfail(reason="recipes/registry.py _load decodes the file itself; it should call config.read_yaml")
 @pytest.mark.parametrize("kind", sorted(NOT_UTF8))
 def test_cli_names_a_yaml_that_is_not_utf8(tmp_path, kind):
     path = tmp_path / "garbage.yaml"

@@ -10,7 +10,7 @@ import attnlab
 
 ROOT = pathlib.Path(attnlab.__file__).parent
 LAYER = {
-    "io": 0, "config": 0.5, "plotting": 0.5, "registry": 0.75,
+    "io": 0, "errors": 0, "config": 0.5, "plotting": 0.5, "registry": 0.25,
     "attention": 1, "data": 1,
     "layers": 2,
     "models": 3,
@@ -59,3 +59,16 @@ def test_no_module_imports_a_higher_layer():
             if target != pkg and target in LAYER and LAYER[target] >= LAYER[pkg]:
                 wrong.append(f"{path.relative_to(ROOT.parent)}:{line} ({pkg}) imports {target}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_attention_core_stays_light():
+    """``import attnlab.attention`` pulls in neither the config machinery (pydantic, YAML) nor peft
+    or transformers; ``import attnlab.finetune`` pulls in neither peft nor transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, attnlab.attention; heavy = {'pydantic', 'yaml', 'peft', 'transformers'} & set(sys.modules); "
+            "assert not heavy, heavy; import attnlab.finetune, attnlab.recipes; "
+            "assert not {'peft', 'transformers'} & set(sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]

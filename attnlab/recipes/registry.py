@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import ConfigError, _yaml_load, load_config, preset_path
+from ..config import ConfigError, load_config, preset_path, read_yaml
 from ..registry import Registry
 
 __all__ = ["register_recipe", "get_recipe", "recipe_names", "preset_names", "resolve_config", "load_run_config"]
@@ -81,11 +81,7 @@ def load_run_config(run_dir: Path, overrides=()):
 
 
 def _load(path: Path, overrides):
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
-    data = _yaml_load(text, str(path))
+    data = read_yaml(path)
     if not isinstance(data, dict) or "recipe" not in data:
         raise ConfigError(f"{path}: missing required key 'recipe' (one of {', '.join(recipe_names())})")
     recipe = get_recipe(data["recipe"])
