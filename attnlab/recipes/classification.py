@@ -54,8 +54,15 @@ class DataSection(Config):
         train_file: the training file inside ``dir``.
         val_file: a validation file inside ``dir``, used when it exists (GLUE's dev.tsv); else
             validation is held out of the training rows.
-        val_fraction: share of the training rows held out for validation (stratified by label),
-            when the data has no validation split of its own (CLINC150 has one).
+        holdout: how validation is held out of the training rows when the data has no
+            validation split of its own (CLINC150 has one): "rows" (a stratified random share)
+            or "sentences" (SST-2: its training file holds every phrase of every sentence, so a
+            random phrase has its parent sentence and siblings in training and scores far above
+            held-out sentences; this holds out whole sentences of at least ``sentence_words``
+            words that no other row contains, and removes from training every phrase of more
+            than two words that occurs inside one of them).
+        sentence_words: the fewest words of a held-out sentence ("sentences").
+        val_fraction: share of the training rows held out ("rows"; "sentences" takes ``val_max``).
         val_max: at most this many held-out validation rows (the rest go back to training).
         seed: the seed of the hold-out split.
         max_len: texts are cut to this many tokens ([CLS] and [SEP] included).
@@ -66,6 +73,8 @@ class DataSection(Config):
     format: Literal["tsv", "csv", "clinc"] = "tsv"
     train_file: str = "train.tsv"
     val_file: str | None = None
+    holdout: Literal["rows", "sentences"] = "rows"
+    sentence_words: int = Field(10, ge=1)
     val_fraction: float = Field(0.05, gt=0, lt=1)
     val_max: int | None = Field(None, ge=1)
     seed: int = 0
@@ -202,6 +211,11 @@ class ClassificationRecipe(Recipe):
         rows = read_labelled(path, d.format)
         if d.val_file and (Path(d.dir) / d.val_file).is_file():
             return {"train": rows, "val": read_labelled(Path(d.dir) / d.val_file, d.format)}
+        if d.holdout == "sentences":
+            train, val = _sentence_split(rows, d.val_max or 1000, d.sentence_words, d.seed)
+            log(f"validation: {len(val):,} held-out sentences; {len(rows) - len(train) - len(val):,} of their "
+                "phrases removed from training")
+            return {"train": train, "val": val}
         return dict(zip(("train", "val"), _stratified_split(rows, d.val_fraction, d.val_max, d.seed)))
 
     def prepare(self, cfg, run_dir: Path, log, fresh: bool, read_data: bool = True) -> ClassificationData:
@@ -475,6 +489,32 @@ def _stratified_split(rows, fraction: float, cap: int | None, seed: int):
         train, val = train + val[cap:], val[:cap]
     rng.shuffle(train)
     return train, val
+
+
+def _sentence_split(rows, n: int, min_words: int, seed: int):
+    """(train, val): ``n`` whole sentences held out (rows of at least ``min_words`` words that occur
+    in no other row), and every training row of more than two words that occurs inside one of them
+    removed (its phrases; one- and two-word phrases are lexicon, kept)."""
+    rng = random.Random(seed)
+    texts = [t for t, _, _ in rows]
+    everything = "\n".join(texts)
+    candidates = [i for i, t in enumerate(texts) if len(t.split()) >= min_words]
+    rng.shuffle(candidates)
+    val = []
+    for i in candidates:
+        if len(val) >= n:
+            break
+        if everything.count(texts[i]) == 1:  # maximal: no other row holds it (nor repeats it)
+            val.append(i)
+    if not val:
+        raise DataError(f"no sentence of {min_words}+ words to hold out; lower data.sentence_words or use "
+                        "data.holdout=rows")
+    held = set(val)
+    blob = "\n".join(f" {texts[i]} " for i in val)
+    train = [r for i, r in enumerate(rows)
+             if i not in held and not (len(r[0].split()) > 2 and f" {r[0]} " in blob)]
+    rng.shuffle(train)
+    return train, [rows[i] for i in val]
 
 
 def _copy_tokenizer(src: Path, dst: Path) -> None:

@@ -250,3 +250,28 @@ def test_bilstm_from_scratch_trains_its_own_tokenizer_and_explains_with_input_me
     header = next(line for line in res.stdout.splitlines() if line.startswith("token"))
     assert header.split()[1:] == ["ig", "occlusion", "random"]
     _fails(["explain", str(out), "the story was superb", "--method", "rollout"], "unknown method 'rollout'")
+
+
+def test_sentence_holdout_keeps_the_phrases_of_held_out_sentences_out_of_training():
+    """SST-2's training file holds every phrase of every sentence: holding out whole sentences
+    must also remove their phrases (of more than two words) from training, checked by brute force."""
+    from attnlab.recipes.classification import _sentence_split
+
+    rng = random.Random(0)
+    rows = []
+    for s in range(60):
+        words = [rng.choice(GOOD + BAD + FILLER) for _ in range(12)] + [f"w{s}"]  # a unique word: sentences differ
+        for a in range(0, len(words), 3):  # the sentence and some of its phrases, as SST-2's file has them
+            for b in (a + 2, a + 5, len(words)):
+                if b <= len(words):
+                    rows.append((" ".join(words[a:b]), str(s % 2), f"line {len(rows) + 2}"))
+    train, val = _sentence_split(rows, n=10, min_words=10, seed=0)
+    assert len(val) == 10 and all(len(t.split()) >= 10 for t, _, _ in val)
+    texts = [t for t, _, _ in rows]
+    for t, _, _ in val:  # held out: whole sentences no other row contains
+        assert sum(t in other for other in texts) == 1
+    for t, _, _ in train:  # no training phrase of 3+ words lies inside a held-out sentence
+        assert len(t.split()) <= 2 or not any(f" {t} " in f" {v} " for v, _, _ in val), t
+    kept = {t for t, _, _ in train} | {t for t, _, _ in val}
+    removed = [t for t in texts if t not in kept]
+    assert removed and all(any(f" {t} " in f" {v} " for v, _, _ in val) for t in removed)
