@@ -23,8 +23,9 @@ def train(
 
     Progress shows as a bar on a terminal and as log lines otherwise. The run directory holds
     config.yaml, the tokenizer, checkpoints/ (last K and best/), metrics.jsonl, TensorBoard
-    events, report.json and predictions/. Ctrl-C saves a checkpoint and exits with 130;
-    --resume continues exactly where it stopped. Runs under torchrun for several processes.
+    events, report.json and predictions/. Ctrl-C saves a checkpoint and exits with 130, SIGTERM
+    (preemption) likewise with 143; --resume continues exactly where it stopped. Runs under
+    torchrun for several processes.
 
     Args:
         args: the recipe or config file, then KEY=VALUE overrides (e.g. optim.lr=5e-4).
@@ -40,9 +41,10 @@ def train(
     try:
         run_dir, report = _guarded(debug, lambda: train_run(name, overrides, out=out, resume=resume, runs_root=runs))
     except TrainingInterrupted as e:
-        typer.echo(f"interrupted at step {e.step}; checkpoint saved: {e.checkpoint}", err=True)
-        typer.echo(f"continue with: attnlab train --resume {e.checkpoint.parent.parent}", err=True)
-        raise typer.Exit(130)
+        if e.main:  # under torchrun every rank stops; one says so
+            typer.echo(f"interrupted at step {e.step}; checkpoint saved: {e.checkpoint}", err=True)
+            typer.echo(f"continue with: attnlab train --resume {e.run_dir}", err=True)
+        raise typer.Exit(e.exit_code)
     if report:
         typer.echo(f"run dir:  {run_dir}")
         typer.echo(f"report:   {run_dir / 'report.json'}")

@@ -42,7 +42,7 @@ def train_run(recipe_or_yaml: str | None, overrides: list[str], *, out: Path | N
             raise RunDirError("give a recipe or a config file (see `attnlab recipes`), or --resume RUN_DIR")
         recipe, cfg, name = resolve_config(recipe_or_yaml, overrides)
         cfg = recipe.resolve(cfg)
-    dist = init_distributed("cuda" if cfg.train.device == "cuda" else "cpu")
+    dist = init_distributed(cfg.train.device)  # "auto" is resolved there, before the backend is chosen
     say = log if dist.is_main else (lambda _msg: None)
     try:
         if resume is None:

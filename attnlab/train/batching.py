@@ -21,16 +21,21 @@ Conventions:
 * ``position`` counts the batches of this epoch already yielded to this rank. A fresh
   ``__iter__`` continues from it, so ``load_state_dict(state_dict())`` resumes exactly. Running
   an epoch to its end moves to the next epoch (``set_epoch`` still works as usual).
+* ``position`` only means something for the same plan: :meth:`TokenBudgetBatcher.plan` is what
+  fixes the sequence of batches (the data's lengths, the budget, the seed, the world size), and
+  :func:`plan_changes` says how two differ, so a resume can refuse a changed one.
 """
 
 from __future__ import annotations
 
 import random
+import zlib
+from array import array
 from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["TokenBudgetBatcher", "ExampleBatcher", "make_batcher", "collate_pad"]
+__all__ = ["TokenBudgetBatcher", "ExampleBatcher", "make_batcher", "collate_pad", "plan_changes"]
 
 
 class TokenBudgetBatcher:
@@ -126,6 +131,18 @@ class TokenBudgetBatcher:
             raise ValueError(f"position {position} outside [0, {n}] for epoch {self.epoch}")
         self.position = position
 
+    def plan(self) -> dict:
+        """What fixes the sequence of batches besides ``(epoch, position)``: the kind of batcher,
+        the number of examples and a CRC-32 of their lengths, the budget, the size cap, the seed,
+        the shuffling and the world size. Two batchers with equal plans yield the same batches."""
+        return {
+            "kind": type(self).__name__, "examples": len(self.lengths),
+            "lengths_crc32": zlib.crc32(array("q", self.lengths).tobytes()),
+            "max_tokens": self.max_tokens, "max_batch_size": self.max_batch_size, "seed": self.seed,
+            "shuffle": self.shuffle, "bucket_width": self.bucket_width, "drop_last": self.drop_last,
+            "group_by_length": getattr(self, "group_by_length", None), "world_size": self.world_size,
+        }
+
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """All batches of ``epoch`` in their shuffled order, before sharding across ranks."""
         rng = random.Random(self.seed + epoch)
@@ -206,6 +223,19 @@ class ExampleBatcher(TokenBudgetBatcher):
         if self.shuffle:
             rng.shuffle(order)
         return order
+
+
+def plan_changes(before: dict, now: dict) -> list[str]:
+    """How the batch plan ``now`` differs from ``before`` (both from :meth:`TokenBudgetBatcher.plan`),
+    as ``"key old -> new"`` items; empty when they are the same."""
+    changes = []
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) != now.get(key):
+            if key == "lengths_crc32" and before.get("examples") == now.get("examples"):
+                changes.append("example lengths (the training data changed)")
+            elif key != "lengths_crc32":
+                changes.append(f"{key} {before.get(key)} -> {now.get(key)}")
+    return changes
 
 
 def make_batcher(cfg, lengths: Sequence[int], *, rank: int = 0, world_size: int = 1,

@@ -2,12 +2,15 @@
 
 Layout::
 
-    run_dir/checkpoints/step-00001000/   model.safetensors, trainer.pt, DONE (written last)
-    run_dir/checkpoints/best/            model.safetensors, best.json
+    run_dir/checkpoints/step-00001000/       model.safetensors, trainer.pt, DONE (written last)
+    run_dir/checkpoints/best-step-00000800/  model.safetensors, best.json
+    run_dir/checkpoints/best -> best-step-00000800   (a relative symlink)
 
 Every checkpoint is written into a `.tmp-*` directory next to its final place, fsynced, and
 moved into place with one `os.replace`, so a SIGKILL at any moment leaves the previous
-complete checkpoint loadable. Readers only trust directories that hold `DONE`.
+complete checkpoint loadable. Readers only trust directories that hold `DONE`. `best` is a
+symlink swapped in one `os.replace` (:mod:`attnlab.train.best`). Each checkpoint holds the
+generator states of every rank (:mod:`attnlab.train.rng`).
 
 This module knows no model: it takes any `nn.Module`, optimizer and scheduler.
 """
@@ -16,17 +19,17 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .rng import rng_state, set_rng_state
 
 CHECKPOINTS = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -47,7 +50,7 @@ class TrainCheckpointError(ValueError):
 
 
 def save_checkpoint(run_dir, step: int, *, model: nn.Module, optimizer=None, scheduler=None,
-                    extra: dict | None = None, keep_last: int = 3) -> Path:
+                    extra: dict | None = None, keep_last: int = 3, rng_states: list[dict] | None = None) -> Path:
     """Write `run_dir/checkpoints/step-{step:08d}/` atomically and prune old checkpoints.
 
     Args:
@@ -57,6 +60,8 @@ def save_checkpoint(run_dir, step: int, *, model: nn.Module, optimizer=None, sch
         optimizer, scheduler: their `state_dict`s go to `trainer.pt` when given.
         extra: plain data (dicts, lists, numbers, strings, tensors) such as the data position.
         keep_last: how many complete step checkpoints to keep; the one just written is never pruned.
+        rng_states: every rank's generator states (:func:`attnlab.train.rng.rng_state`), by rank;
+            default: this process's alone.
 
     Returns:
         The path of the new checkpoint directory.
@@ -65,12 +70,13 @@ def save_checkpoint(run_dir, step: int, *, model: nn.Module, optimizer=None, sch
         raise ValueError(f"save_checkpoint: keep_last must be >= 1, got {keep_last}")
     ckpts = Path(run_dir) / CHECKPOINTS
     ckpts.mkdir(parents=True, exist_ok=True)
-    name = f"step-{step:08d}"
+    name = checkpoint_dir(run_dir, step).name
     trainer_state = {
         "step": int(step),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": _get_rng_state(),
+        "rng": rng_states[0] if rng_states else rng_state(),
+        "rng_ranks": list(rng_states) if rng_states else None,
         "extra": extra,
     }
 
@@ -86,20 +92,17 @@ def save_checkpoint(run_dir, step: int, *, model: nn.Module, optimizer=None, sch
     return final
 
 
-def save_best(run_dir, step: int, model: nn.Module, metric_name: str, value: float) -> Path:
-    """Atomically replace `run_dir/checkpoints/best/` with this model and a `best.json` record.
+def checkpoint_dir(run_dir, step: int) -> Path:
+    """Where the step-`step` checkpoint of a run is (or will be)."""
+    return Path(run_dir) / CHECKPOINTS / f"step-{step:08d}"
 
-    Deciding whether `value` is better than the previous best is the caller's job.
-    """
-    ckpts = Path(run_dir) / CHECKPOINTS
-    ckpts.mkdir(parents=True, exist_ok=True)
-    record = {"step": int(step), "metric": metric_name, "value": float(value)}
 
-    def write(tmp: Path) -> None:
-        _save_model_file(model, tmp / MODEL_FILE)
-        _write_text(tmp / BEST_FILE, json.dumps(record) + "\n")
+def save_best(run_dir, step: int, model: nn.Module, metric_name: str, value: float, *,
+              keep_from: int | None = None) -> Path:
+    """Crash-safely make `run_dir/checkpoints/best/` this model; see :func:`attnlab.train.best.save_best`."""
+    from .best import save_best as save
 
-    return _write_atomically(ckpts, BEST_DIR, write)
+    return save(run_dir, step, model, metric_name, value, keep_from=keep_from)
 
 
 def _write_atomically(parent: Path, name: str, write) -> Path:
@@ -127,14 +130,30 @@ def _write_atomically(parent: Path, name: str, write) -> Path:
     return final
 
 
-def _prune(ckpts: Path, keep_last: int, keep: Path) -> None:
+def prune_checkpoints(run_dir, keep_last: int, keep: Path | None = None) -> None:
+    """Delete all but the newest `keep_last` complete step checkpoints (never `keep`): what a
+    save does after writing, for a run whose last prune was killed."""
+    ckpts = Path(run_dir) / CHECKPOINTS
+    if ckpts.is_dir():
+        _prune(ckpts, keep_last, keep)
+
+
+def _prune(ckpts: Path, keep_last: int, keep: Path | None) -> None:
     for path in _complete_checkpoints(ckpts)[:-keep_last]:
         if path == keep:
             continue
-        # Rename first so that a kill mid-delete leaves a `.tmp-*` dir readers ignore.
-        doomed = ckpts / f"{TMP_PREFIX}del-{path.name}-{os.getpid()}"
-        os.replace(path, doomed)
-        shutil.rmtree(doomed)
+        _remove(ckpts, path)
+
+
+def _remove(ckpts: Path, path: Path) -> None:
+    """Delete a checkpoint directory (or unlink a symlink). The directory is renamed first, so a
+    kill mid-delete leaves a `.tmp-*` dir that readers ignore and the next start removes."""
+    if path.is_symlink():
+        path.unlink()
+        return
+    doomed = ckpts / f"{TMP_PREFIX}del-{path.name}-{os.getpid()}"
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
 
 
 def _save_model_file(model: nn.Module, path: Path) -> None:
@@ -164,17 +183,20 @@ def latest_checkpoint(run_dir) -> Path | None:
 
 
 def load_checkpoint(run_dir_or_ckpt, *, model: nn.Module, optimizer=None, scheduler=None,
-                    restore_rng: bool = True) -> dict:
+                    restore_rng: bool = True, rank: int = 0) -> dict:
     """Load a checkpoint into `model` (and optimizer, scheduler) and restore the RNG states.
 
     Args:
         run_dir_or_ckpt: a run directory (its newest loadable checkpoint is used) or one
             `step-*` checkpoint directory (used as is, with no fallback).
         restore_rng: restore python `random`, numpy, torch CPU (and CUDA) generator states.
+        rank: whose generator states to restore, when the checkpoint holds every rank's.
 
     Returns:
-        `{"step", "extra", "path"}`, plus `"fallback_from"` (the corrupt newer checkpoints, newest
-        first) when the newest could not be read and an older one was loaded instead.
+        `{"step", "extra", "path", "rng_ranks"}` (how many ranks' generator states the checkpoint
+        holds: 0 in checkpoints of older versions, which hold rank 0's alone), plus
+        `"fallback_from"` (the corrupt newer checkpoints, newest first) when the newest could not
+        be read and an older one was loaded instead.
 
     Raises:
         TrainCheckpointError: the path is neither a run nor a checkpoint, or no checkpoint is loadable.
@@ -210,9 +232,10 @@ def load_checkpoint(run_dir_or_ckpt, *, model: nn.Module, optimizer=None, schedu
             optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
+        ranks = state.get("rng_ranks") or []
         if restore_rng:
-            _set_rng_state(state["rng"])
-        out = {"step": state["step"], "extra": state["extra"], "path": ckpt}
+            set_rng_state(ranks[rank] if rank < len(ranks) else state["rng"])
+        out = {"step": state["step"], "extra": state["extra"], "path": ckpt, "rng_ranks": len(ranks)}
         if bad:
             out["fallback_from"] = bad
         return out
@@ -262,31 +285,6 @@ def _complete_checkpoints(ckpts: Path) -> list[Path]:
         if m and (p / DONE_FILE).is_file():
             found.append((int(m.group(1)), p))
     return [p for _, p in sorted(found)]
-
-
-# ---------------------------------------------------------------------------------------- rng
-
-
-def _get_rng_state() -> dict:
-    # numpy's state is stored as plain data so trainer.pt loads with weights_only=True
-    kind, key, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": (kind, torch.from_numpy(key.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    kind, key, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---------------------------------------------------------------------------------------- fs

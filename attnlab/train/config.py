@@ -80,7 +80,8 @@ class TrainConfig(Config):
         mode: "max" if a higher ``metric`` is better, else "min".
         patience: stop after this many evaluations without improvement (null: never).
         amp: autocast dtype: "none" (the default; bf16 is ~250x slower than fp32 on CPUs
-            without bf16 units), "bf16" or "fp16" (CUDA).
+            without bf16 units), "bf16" or "fp16" (for CUDA; with a GradScaler, whose steps that
+            overflow are skipped).
         device: "auto" (CUDA when available), "cpu" or "cuda".
         threads: torch intra-op threads (null: torch's default).
         tensorboard: write TensorBoard event files in the run dir.

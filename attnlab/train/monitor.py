@@ -31,6 +31,19 @@ def read_metrics(run_dir) -> list[dict]:
     return records
 
 
+def _drop_torn_line(path: Path) -> None:
+    """Cut a partial last line (no newline: a kill mid-write), so that an append starts a line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, 2)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+
+
 def _fmt_metrics(metrics: dict) -> str:
     return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
 
@@ -59,8 +72,9 @@ class Monitor(NullMonitor):
     Args:
         run_dir: the run directory.
         resume_step: on resume, records after this step (written after the checkpoint that is
-            resumed from) are dropped from ``metrics.jsonl`` and TensorBoard, so a resumed run's
-            logs read as if it had never stopped.
+            resumed from; 0 when there is none: every record) are dropped from ``metrics.jsonl``
+            and TensorBoard, so a resumed run's logs read as if it had never stopped. Without
+            it, records are appended (a torn last line, left by a kill mid-write, is cut first).
         tensorboard: write TensorBoard event files into ``run_dir``.
         wandb: also log to Weights & Biases.
         wandb_project: the W&B project.
@@ -79,12 +93,16 @@ class Monitor(NullMonitor):
         if resume_step is not None and path.exists():
             kept = [r for r in read_metrics(self.run_dir) if r.get("step", 0) <= resume_step]
             write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+        else:
+            _drop_torn_line(path)
         self._file = open(path, "a", encoding="utf-8")
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.run_dir), purge_step=resume_step)
+            # TensorBoard drops the earlier files' events from purge_step on: the checkpoint's
+            # own step (its train and val points) stays.
+            self._tb = SummaryWriter(str(self.run_dir), purge_step=None if resume_step is None else resume_step + 1)
         self._wandb = None
         if wandb:
             try:

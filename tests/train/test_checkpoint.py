@@ -171,6 +171,16 @@ def test_save_best_replaces_atomically(tmp_path):
     assert latest_checkpoint(tmp_path) is None  # best/ is not a step checkpoint
 
 
+def test_save_best_takes_over_a_best_directory_of_an_older_version(tmp_path):
+    model = Tied()
+    legacy = tmp_path / "checkpoints" / "best"
+    legacy.mkdir(parents=True)
+    (legacy / "best.json").write_text(json.dumps({"step": 3, "metric": "bleu", "value": 1.0}))
+    best = save_best(tmp_path, 8, model, "bleu", 2.0)
+    assert best.is_symlink() and json.loads((best / "best.json").read_text())["step"] == 8
+    assert sorted(p.name for p in best.parent.iterdir()) == ["best", "best-step-00000008"]
+
+
 def test_average_checkpoints_is_the_mean(tmp_path):
     states, paths = [], []
     for step in range(3):

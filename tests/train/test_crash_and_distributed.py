@@ -35,12 +35,32 @@ def _reproducible(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not k.endswith("_s")}
 
 
-def test_sigkill_then_resume_gives_identical_weights_and_metrics(tmp_path):
-    args = ["train", "dates", *TINY, "train.max_steps=60", "train.eval_every=20", "train.save_every=5"]
-    ref = subprocess.run(_cli(*args, "--out", str(tmp_path / "ref")), env=_env(), capture_output=True,
-                         text=True, timeout=300)
-    assert ref.returncode == 0, ref.stderr
+ARGS = ["train", "dates", *TINY, "train.max_steps=60", "train.eval_every=20", "train.save_every=5"]
 
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of ARGS."""
+    out = tmp_path_factory.mktemp("one") / "ref"
+    ref = subprocess.run(_cli(*ARGS, "--out", str(out)), env=_env(), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    return out
+
+
+def _same_run(ref, run):
+    a, b = load_file(str(ref / "model" / "model.safetensors")), load_file(str(run / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    ra, rb = (json.loads((d / "report.json").read_text()) for d in (ref, run))
+    for split in ("val", "test"):
+        assert _reproducible(ra[split]) == _reproducible(rb[split]), split
+    # the resumed log reads as one run: every step once, the same losses
+    la = [(r["step"], r["loss"]) for r in read_metrics(ref) if r["split"] == "train"]
+    lb = [(r["step"], r["loss"]) for r in read_metrics(run) if r["split"] == "train"]
+    assert la == lb
+
+
+def test_sigkill_then_resume_gives_identical_weights_and_metrics(reference, tmp_path):
+    args = ARGS
     run = tmp_path / "killed"
     proc = subprocess.Popen(_cli(*args, "--out", str(run)), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -57,15 +77,30 @@ def test_sigkill_then_resume_gives_identical_weights_and_metrics(tmp_path):
                          timeout=300)
     assert res.returncode == 0, res.stderr
     assert "resuming from" in res.stdout
-    a, b = load_file(str(tmp_path / "ref" / "model" / "model.safetensors")), load_file(str(run / "model" / "model.safetensors"))
-    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
-    ra, rb = (json.loads((d / "report.json").read_text()) for d in (tmp_path / "ref", run))
-    for split in ("val", "test"):
-        assert _reproducible(ra[split]) == _reproducible(rb[split]), split
-    # the resumed log reads as one run: every step once, the same losses
-    la = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "ref") if r["split"] == "train"]
-    lb = [(r["step"], r["loss"]) for r in read_metrics(run) if r["split"] == "train"]
-    assert la == lb
+    _same_run(reference, run)
+
+
+def test_sigterm_saves_exits_143_and_resumes_identically(reference, tmp_path):
+    """SIGTERM (preemption: Slurm, Kubernetes, torchrun's shutdown) is handled like Ctrl-C."""
+    run = tmp_path / "preempted"
+    proc = subprocess.Popen(_cli(*ARGS, "--out", str(run)), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not any(r["split"] == "train" and r["step"] >= 7 for r in read_metrics(run)):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "SIGTERM: saving a checkpoint" in out and "interrupted at step" in err and "Traceback" not in err
+    step = int(err.split("interrupted at step ")[1].split(";")[0])
+    ckpt = run / "checkpoints" / f"step-{step:08d}"
+    assert (ckpt / "DONE").is_file()
+    load_file(str(ckpt / "model.safetensors"))
+    res = subprocess.run(_cli("train", "--resume", str(run)), env=_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    _same_run(reference, run)
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
