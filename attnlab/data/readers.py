@@ -83,9 +83,12 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 def _first_line(raw: bytes, path) -> bytes:
-    """The first line without a UTF-8 byte-order mark; UTF-16 text is refused by name."""
+    """The first line without its UTF-8 byte-order marks (a tool that adds one to a file that has
+    one already leaves two); UTF-16 text is refused by name."""
     if raw.startswith(UTF8_BOM):
-        return raw[len(UTF8_BOM):]
+        while raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM):]
+        return raw
     if raw.startswith(UTF16_BOMS):
         raise DataError(f"{path}: UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8")
     return raw

@@ -18,7 +18,7 @@ GOOD = "good great superb fine lovely moving gripping funny".split()
 BAD = "bad dull awful boring lifeless tedious weak flat".split()
 FILLER = "the a film movie story plot actors and it is was very quite this that".split()
 
-TINY = ["train.max_steps=80", "train.eval_every=40", "train.log_every=20", "train.batch_size=16",
+TINY = ["data.holdout=rows", "train.max_steps=80", "train.eval_every=40", "train.log_every=20", "train.batch_size=16",
         "train.progress=lines", "train.tensorboard=false", "train.schedule.warmup_steps=10",
         "train.optim.lr=3e-3", "train.max_time=null"]
 
@@ -154,10 +154,11 @@ def test_bad_inputs_get_one_line_and_exit_2(trained, tiny_bert, tmp_path):
     good.mkdir()
     _write_tsv(good / "train.tsv", 40, seed=3)
     (bad / "empty_dir").mkdir()
-    _fails(["train", "sst2", f"data.dir={good}", f"model.init_from={bad / 'empty_dir'}", "--out", str(tmp_path / "r4")],
+    _fails(["train", "sst2", f"data.dir={good}", f"model.init_from={bad / 'empty_dir'}", "data.holdout=rows",
+            "--out", str(tmp_path / "r4")],
            "model.init_from", "not a checkpoint")
     msg = _fails(["train", "sst2", f"data.dir={good}", f"model.init_from={tiny_bert}", "finetune.method=lora",
-                  "finetune.target_modules=[nope]", "--out", str(tmp_path / "r5")], "nope")
+                  "finetune.target_modules=[nope]", "data.holdout=rows", "--out", str(tmp_path / "r5")], "nope")
     assert "q_proj" in msg  # the modules that do exist are listed
     _fails(["predict", str(out), " "], "empty text")
     # nothing already saved is lost: the trained run still predicts
