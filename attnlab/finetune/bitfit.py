@@ -9,19 +9,21 @@ nothing to merge: the trained biases are the base model's own.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 from ..config import ConfigError
 from .config import FinetuneConfig
-from .method import load_parameters, parameter_state, register_method
+from .full import FullMethod
+from .method import register_method
 
 
 def _is_bias(name: str) -> bool:
     return name.rpartition(".")[2] == "bias"
 
 
-class BitFitMethod:
-    """Only biases train (see the module docstring)."""
+class BitFitMethod(FullMethod):
+    """Only biases train (see the module docstring); saving, loading and merging are full
+    fine-tuning's, over the biases."""
 
     name = "bitfit"
 
@@ -31,22 +33,6 @@ class BitFitMethod:
 
     def trainable(self, model: nn.Module) -> set[str]:
         return {n for n, _ in model.named_parameters() if _is_bias(n)}
-
-    def state_dict(self, model: nn.Module) -> dict[str, Tensor]:
-        return parameter_state(model, self.trainable(model))
-
-    def load_state_dict(self, model: nn.Module, state: dict[str, Tensor]) -> None:
-        load_parameters(model, state)
-
-    def merge(self, model: nn.Module) -> nn.Module:
-        """Nothing to fold: the trained biases are the base model's own parameters."""
-        return model
-
-    def on_step(self, model: nn.Module, step: int) -> None:
-        return None
-
-    def extra_loss(self, model: nn.Module) -> Tensor | None:
-        return None
 
 
 BITFIT = register_method(BitFitMethod())

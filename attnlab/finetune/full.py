@@ -15,7 +15,8 @@ from .method import load_parameters, parameter_state, register_method
 
 
 class FullMethod:
-    """Every parameter trains (see the module docstring)."""
+    """Every parameter trains (see the module docstring). Methods that train a selection of the
+    model's own parameters and insert nothing (BitFit) subclass it and override :meth:`trainable`."""
 
     name = "full"
 
@@ -32,7 +33,7 @@ class FullMethod:
         load_parameters(model, state)
 
     def merge(self, model: nn.Module) -> nn.Module:
-        """Nothing to fold: the trained weights are the model's own."""
+        """Nothing to fold: the trained parameters are the model's own."""
         return model
 
     def on_step(self, model: nn.Module, step: int) -> None:
